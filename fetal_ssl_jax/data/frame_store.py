@@ -17,7 +17,6 @@ import json
 import os
 from typing import Any
 
-import grain
 import numpy as np
 
 from fetal_ssl_jax.data import records
@@ -115,7 +114,9 @@ class FrameStore:
     def open(cls, path: str) -> "FrameStore":
         return cls(path, read_manifest(path))
 
-    def source(self) -> grain.sources.ArrayRecordDataSource:
+    def source(self) -> "grain.sources.ArrayRecordDataSource":
+        import grain  # lazy: the data_prep writers and their worker processes never need JAX
+
         return grain.sources.ArrayRecordDataSource([os.path.join(self.path, s) for s in self.manifest["shards"]])
 
     def __len__(self) -> int:

@@ -20,7 +20,6 @@ import json
 import os
 from typing import Any, Sequence
 
-import grain
 import numpy as np
 
 from fetal_ssl_jax.data import records
@@ -80,7 +79,9 @@ class LabelledStore:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def source(self, split: str) -> grain.sources.ArrayRecordDataSource:
+    def source(self, split: str) -> "grain.sources.ArrayRecordDataSource":
+        import grain  # lazy: the data_prep writers and their worker processes never need JAX
+
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         return grain.sources.ArrayRecordDataSource([os.path.join(self.path, f"{split}.array_record")])

@@ -39,11 +39,11 @@ def unpack(data: bytes) -> dict[str, Any]:
 class RecordWriter:
     """Writes packed records to one ArrayRecord file; atomic via a temp name + rename."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, tmp_suffix: str = ".tmp", options: str = WRITER_OPTIONS):
         self.path = path
-        self._tmp = path + ".tmp"
+        self._tmp = path + tmp_suffix  # a per-process suffix lets an orphaned writer never clash
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._w = ar.ArrayRecordWriter(self._tmp, WRITER_OPTIONS)
+        self._w = ar.ArrayRecordWriter(self._tmp, options)
         self.count = 0
 
     def write(self, rec: Mapping[str, Any]) -> None:

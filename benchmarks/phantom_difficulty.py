@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""Difficulty calibration of the simulator, printed as JSON (macro-F1 on unseen patients).
+
+    python benchmarks/phantom_difficulty.py [--train-patients 40 --test-patients 16 --per-patient 30 --size 64]
+
+1. logistic regression on 32x32 downsampled raw pixels, 100% labels (the "no features" floor);
+2. a supervised small ResNet-18 (fetal_ssl_jax.models.resnet, width 0.25; a small Flax CNN
+   if that module is missing) from random init with 100% and with 1% of the labels
+   (stratified, >= 1 per class), weighted cross-entropy from the subset actually used.
+
+Goal: CNN@100% >= 0.9, pixels far below, CNN@1% far from CNN@100% (the room for SSL).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+
+from fetal_ssl_jax import phantom  # noqa: E402
+from fetal_ssl_jax.phantom.presets import CLASS_FREQUENCIES  # noqa: E402
+
+
+def make_split(n_patients: int, per_patient: int, size: int, seed: int, offset: int, **kw):
+    n = n_patients * per_patient
+    counts = np.maximum(1, np.round(np.asarray(CLASS_FREQUENCIES) * n)).astype(int)
+    return phantom.labelled_images(counts.tolist(), size=size, seed=seed, num_patients=n_patients,
+                                   patient_offset=offset, **kw)
+
+
+def macro_f1(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+    return float(f1_score(y, p, average="macro", labels=list(range(len(phantom.CLASSES)))))
+
+
+def pixel_baseline(xtr, ytr, xte, yte) -> float:
+    from PIL import Image
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    def small(x):
+        return np.stack([np.asarray(Image.fromarray(i).resize((32, 32), Image.BILINEAR), np.float32) for i in x]).reshape(len(x), -1)
+
+    sc = StandardScaler().fit(small(xtr))
+    clf = LogisticRegression(max_iter=300, C=0.05, class_weight="balanced")
+    clf.fit(sc.transform(small(xtr)), ytr)
+    return macro_f1(yte, clf.predict(sc.transform(small(xte))))
+
+
+def subset(y: np.ndarray, frac: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    idx = []
+    for c in range(len(phantom.CLASSES)):
+        members = np.flatnonzero(y == c)
+        k = max(1, int(round(frac * members.size)))
+        idx.extend(rng.choice(members, k, replace=False).tolist())
+    return np.sort(np.asarray(idx))
+
+
+def make_model():
+    try:
+        import ml_collections
+        from fetal_ssl_jax.models.resnet import build_backbone
+        cfg = ml_collections.ConfigDict(dict(arch="resnet18", width=0.25, small_stem=False))
+        return build_backbone(cfg, num_classes=len(phantom.CLASSES)), "resnet18(width=0.25)"
+    except Exception:  # the models package may not exist yet
+        import flax.linen as nn
+        import jax.numpy as jnp
+
+        class SmallCNN(nn.Module):
+            @nn.compact
+            def __call__(self, x, train: bool):
+                for c in (16, 32, 64, 128):
+                    x = nn.Conv(c, (3, 3), strides=2)(x)
+                    x = nn.BatchNorm(use_running_average=not train)(x)
+                    x = nn.relu(x)
+                x = jnp.mean(x, axis=(1, 2))
+                return nn.Dense(len(phantom.CLASSES))(x)
+
+        return SmallCNN(), "small_cnn"
+
+
+def train_cnn(xtr, ytr, xte, yte, steps: int, batch: int, seed: int) -> float:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    model, _ = make_model()
+    x0 = jnp.zeros((1, *xtr.shape[1:], 1), jnp.float32)
+    var = model.init(jax.random.PRNGKey(seed), x0, train=False)
+    params, bstats = var["params"], var.get("batch_stats", {})
+    counts = np.bincount(ytr, minlength=len(phantom.CLASSES)).astype(np.float32)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(counts), 0.0).astype(np.float32)
+    cw = jnp.asarray(w)
+    sched = optax.warmup_cosine_decay_schedule(0.0, 3e-3, max(1, steps // 20), steps)
+    tx = optax.adamw(sched, weight_decay=1e-4)
+    opt = tx.init(params)
+
+    def prep(x):
+        return (jnp.asarray(x, jnp.float32)[..., None] - 60.0) / 60.0
+
+    @jax.jit
+    def step(params, bstats, opt, x, y, key):
+        k1, k2 = jax.random.split(key)
+        x = prep(x)
+        x = jnp.where(jax.random.bernoulli(k1, 0.5, (x.shape[0], 1, 1, 1)), x[:, :, ::-1], x)
+        shift = jax.random.randint(k2, (2,), -4, 5)
+        x = jnp.roll(x, (shift[0], shift[1]), axis=(1, 2))
+
+        def loss_fn(p):
+            logits, upd = model.apply({"params": p, "batch_stats": bstats}, x, train=True, mutable=["batch_stats"])
+            ll = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+            wy = cw[y]
+            return jnp.sum(ll * wy) / jnp.sum(wy), upd["batch_stats"]
+
+        (loss, nb), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        u, opt = tx.update(g, opt, params)
+        return optax.apply_updates(params, u), nb, opt, loss
+
+    @jax.jit
+    def predict(params, bstats, x):
+        return jnp.argmax(model.apply({"params": params, "batch_stats": bstats}, prep(x), train=False), -1)
+
+    rng = np.random.default_rng(seed)
+    key = jax.random.PRNGKey(seed)
+    b = min(batch, len(ytr))
+    for _ in range(steps):
+        idx = rng.choice(len(ytr), b, replace=len(ytr) < b)
+        key, sk = jax.random.split(key)
+        params, bstats, opt, _ = step(params, bstats, opt, xtr[idx], ytr[idx], sk)
+    pred = np.concatenate([np.asarray(predict(params, bstats, xte[i:i + 128])) for i in range(0, len(xte), 128)])
+    return macro_f1(yte, pred)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--train-patients", type=int, default=40)
+    ap.add_argument("--test-patients", type=int, default=16)
+    ap.add_argument("--per-patient", type=int, default=30)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-cnn", action="store_true")
+    a = ap.parse_args()
+    t0 = time.perf_counter()
+    xtr, ytr, _ = make_split(a.train_patients, a.per_patient, a.size, a.seed, 20_000)
+    xte, yte, _ = make_split(a.test_patients, a.per_patient, a.size, a.seed, 30_000)
+    gen_s = time.perf_counter() - t0
+    res = {"train_images": int(len(ytr)), "test_images": int(len(yte)), "size": a.size,
+           "generate_s": round(gen_s, 1)}
+    res["pixels_logreg_100"] = round(pixel_baseline(xtr, ytr, xte, yte), 3)
+    if not a.skip_cnn:
+        res["cnn"] = make_model()[1]
+        t = time.perf_counter()
+        res["cnn_100"] = round(train_cnn(xtr, ytr, xte, yte, a.steps, a.batch, a.seed), 3)
+        sub = subset(ytr, 0.01, a.seed)
+        res["n_1pct"] = int(sub.size)
+        res["cnn_1"] = round(train_cnn(xtr[sub], ytr[sub], xte, yte, a.steps // 3, a.batch, a.seed), 3)
+        res["cnn_s"] = round(time.perf_counter() - t, 1)
+    res["total_s"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Defaults shared by every pretraining config; each method file starts from these.
+
+Variants (``configs/<method>.py:<variant>``): '' = full size (ResNet-50 at 256 px, as
+the paper), 'cpu' = ResNet-18 at 64 px for laptops, 'tiny' = seconds on CPU, no data path.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def pretrain_base() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.method = ""
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict(dict(
+        arch="resnet50", width=1.0, small_stem=False, zero_init_residual=True, dtype="float32"))
+
+    c.data = ml_collections.ConfigDict(dict(
+        store="",               # frame store dir; '' = generate a small synthetic store in the workdir
+        image_size=256,
+        crop_scale=(0.2, 1.0),  # random resized crop (host side)
+        crop_ratio=(0.75, 1.3333),
+        hflip=True,
+        temporal_window=0,      # >0: second view from another frame of the same video within +-N frames
+        workers=0,              # grain worker processes (0 = in-process); changes nothing but speed
+        prefetch=2,
+        synthetic_videos=8,     # used only when store == ''
+        synthetic_frames=32,
+    ))
+
+    # On-device photometric augmentation; pairs are (view1, view2) probabilities (BYOL-style asymmetry).
+    c.aug = ml_collections.ConfigDict(dict(
+        brightness=0.4, contrast=0.4, gamma=0.3, jitter_prob=0.8,
+        blur_prob=(1.0, 0.1), blur_sigma=(0.1, 2.0),
+        noise_prob=(0.5, 0.5), noise_std=0.25,       # multiplicative speckle-like noise
+        solarize_prob=(0.0, 0.2),
+        mean=0.5, std=0.25,                          # normalisation after augmentation
+    ))
+
+    c.optim = ml_collections.ConfigDict(dict(
+        name="lars", base_lr=0.2, lr_batch_scale=256, warmup_steps=100, weight_decay=1.5e-6,
+        momentum=0.9, trust_coefficient=0.001, b1=0.9, b2=0.999, end_lr_factor=0.0, grad_clip=0.0))
+
+    c.train = ml_collections.ConfigDict(dict(
+        steps=1000, batch_size=256, log_every=10, ckpt_every=200, keep_checkpoints=2,
+        rankme_every=50, progress=True, async_checkpoint=True,
+        debug_nan_step=-1,  # >=0: inject a NaN into the loss at this step (tests of the non-finite guard)
+    ))
+
+    # Distributed launch (normally from SLURM / TPU env; flags override).
+    c.dist = ml_collections.ConfigDict(dict(coordinator="", num_processes=0, process_id=-1))
+    return c
+
+
+def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+    """Model/data/step sizes for the named variant; method knobs stay the method's."""
+    if variant in ("", "full"):
+        return c
+    if variant == "cpu":
+        c.model.update(arch="resnet18", width=1.0, small_stem=True)
+        c.data.image_size = 64
+        c.train.update(batch_size=64, steps=600, log_every=10, ckpt_every=100, rankme_every=50)
+        c.optim.warmup_steps = 50
+        return c
+    if variant == "tiny":
+        c.model.update(arch="resnet18", width=0.125, small_stem=True)
+        c.data.update(image_size=32, synthetic_videos=4, synthetic_frames=16)
+        c.train.update(batch_size=16, steps=6, log_every=1, ckpt_every=3, rankme_every=3, progress=False)
+        c.optim.warmup_steps = 2
+        return c
+    raise ValueError(f"unknown config variant {variant!r} (expected '', 'cpu' or 'tiny')")

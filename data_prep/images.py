@@ -1,0 +1,188 @@
+"""Builds the labelled store from labelled stills and a CSV (``launch.py prepare images``).
+
+CSV columns ``image_path,class,patient_id`` (extra columns ignored; paths relative
+to --root). Class names map to fixed indices from ``--classes`` whatever subset
+appears. Every row that cannot be used is reported with its line and reason.
+Images are decoded in worker processes, cropped to the fan like the video frames,
+and written per split; split and fraction indices are saved beside them.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import dataclasses
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from data_prep import fan as fan_lib
+from data_prep import readers, resize, splits
+from fetal_ssl_jax.data import records
+from fetal_ssl_jax.data.labelled_store import DEFAULT_CLASSES, SCHEMA, image_record, write_index
+
+BUILDER = "data_prep.images/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSettings:
+    size: int = 256
+    crop: str = "fan"
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    split_seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    fractions: tuple[float, ...] = (1, 10, 100)
+
+    def digest(self) -> str:
+        blob = json.dumps(dict(dataclasses.asdict(self), builder=BUILDER), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    line: int
+    image_path: str
+    label: int
+    class_name: str
+    patient_id: str
+
+
+def read_csv(csv_path: str, root: str, classes: Sequence[str]) -> tuple[list[Row], list[dict]]:
+    """Valid rows in file order, and a reason for every rejected one."""
+    lookup = {c.lower(): i for i, c in enumerate(classes)}
+    rows: list[Row] = []
+    bad: list[dict] = []
+    seen: dict[str, Row] = {}
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        need = {"image_path", "class", "patient_id"}
+        have = {(h or "").strip() for h in reader.fieldnames or []}
+        if not need <= have:
+            raise ValueError(f"{csv_path}: needs columns {sorted(need)}, has {sorted(have)}")
+        for n, raw in enumerate(reader, start=2):
+            r = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+            path, cls, pid = r.get("image_path", ""), r.get("class", ""), r.get("patient_id", "")
+            where = {"file": path or f"{os.path.basename(csv_path)}:{n}", "line": n}
+            if not path:
+                bad.append(dict(where, reason="empty image_path"))
+            elif cls.lower() not in lookup:
+                bad.append(dict(where, reason=f"unknown class {cls!r} (known: {', '.join(classes)})"))
+            elif not pid:
+                bad.append(dict(where, reason="empty patient_id"))
+            elif not os.path.isfile(os.path.join(root, path)):
+                bad.append(dict(where, reason=f"missing file {os.path.join(root, path)}"))
+            elif path in seen:
+                first = seen[path]
+                same = first.label == lookup[cls.lower()] and first.patient_id == pid
+                bad.append(dict(where, reason=f"duplicate of line {first.line}" +
+                                ("" if same else f" with a different label/patient ({cls}, {pid})")))
+            else:
+                row = Row(n, path, lookup[cls.lower()], classes[lookup[cls.lower()]], pid)
+                seen[path] = row
+                rows.append(row)
+    return rows, bad
+
+
+def load_image(task: tuple[str, int, str]) -> np.ndarray | str:
+    """Worker: path -> cropped, resized uint8 [size, size], or the reason it failed."""
+    path, size, crop = task
+    try:
+        if readers.sniff(path) not in ("image", None):
+            raise readers.BadSource(f"wrong extension: content is {readers.sniff(path)}, not an image")
+        img = readers.read_image(path)
+        fan = fan_lib.detect_still_fan(img) if crop == "fan" else fan_lib.full_frame(*img.shape)
+        return resize.plan(fan, size).apply(img)
+    except readers.BadSource as e:
+        return str(e)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def build(csv_path: str, root: str, out: str, st: ImageSettings, workers: int = 2,
+          progress: bool = True, force: bool = False) -> tuple[dict, bool]:
+    """Returns (manifest, rebuilt). An up-to-date store (same CSV bytes and settings) is left as is."""
+    from tqdm import tqdm
+
+    csv_sha = _sha256(csv_path)
+    mpath = os.path.join(out, "manifest.json")
+    if not force and os.path.exists(mpath):
+        with open(mpath) as f:
+            old = json.load(f)
+        if old.get("csv_sha256") == csv_sha and old.get("settings", {}).get("digest") == st.digest() \
+                and all(os.path.exists(os.path.join(out, f"{s}.array_record")) for s in splits.SPLITS):
+            return old, False
+    rows, bad = read_csv(csv_path, root, st.classes)
+    num_rows = len(rows) + len(bad)
+    tasks = [(os.path.join(root, r.image_path), st.size, st.crop) for r in rows]
+    bar = tqdm(total=len(tasks), unit="img", desc="prepare images", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+    images: list[np.ndarray | str] = []
+    with bar:
+        if workers <= 0:
+            for t in tasks:
+                images.append(load_image(t))
+                bar.update()
+        else:
+            with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+                for res in ex.map(load_image, tasks, chunksize=16):
+                    images.append(res)
+                    bar.update()
+    good_rows, good_imgs = [], []
+    for r, im in zip(rows, images):
+        if isinstance(im, str):
+            bad.append({"file": r.image_path, "line": r.line, "reason": im})
+        else:
+            good_rows.append(r)
+            good_imgs.append(im)
+    if not good_rows:
+        raise ValueError(f"{csv_path}: no usable labelled images ({len(bad)} rows rejected)")
+    bad.sort(key=lambda b: b["line"])
+    nc = len(st.classes)
+    assign = splits.split_patients([r.patient_id for r in good_rows], [r.label for r in good_rows], nc,
+                                   st.val_frac, st.test_frac, st.split_seed)
+    split_of = {p: s for s, ps in assign.items() for p in ps}
+    os.makedirs(out, exist_ok=True)
+    counts: dict[str, dict[str, int]] = {}
+    train_labels: list[int] = []
+    for s in splits.SPLITS:
+        idx = [i for i, r in enumerate(good_rows) if split_of[r.patient_id] == s]
+        with records.RecordWriter(os.path.join(out, f"{s}.array_record")) as w:
+            for i in idx:
+                r = good_rows[i]
+                w.write(image_record(good_imgs[i], r.label, r.class_name, r.patient_id, r.image_path))
+        counts[s] = {c: sum(1 for i in idx if good_rows[i].label == k) for k, c in enumerate(st.classes)}
+        if s == "train":
+            train_labels = [good_rows[i].label for i in idx]
+    fractions = {str(seed): splits.nested_fractions(train_labels, st.fractions, seed, nc) for seed in st.seeds}
+    warnings = [f"split {s} has no images of class {c}" for s in splits.SPLITS for c in st.classes
+                if counts[s][c] == 0 and (s == "train" or sum(counts[s].values()))]
+    warnings += [f"split {s} is empty (too few patients for the requested fraction)"
+                 for s in splits.SPLITS if not sum(counts[s].values()) and (st.val_frac if s == "val" else
+                                                                            st.test_frac if s == "test" else 1)]
+    manifest = {
+        "schema": SCHEMA, "builder": BUILDER, "classes": list(st.classes),
+        "image_shape": [st.size, st.size], "dtype": "uint8",
+        "counts": counts, "num_images": {s: sum(counts[s].values()) for s in splits.SPLITS},
+        "num_patients": {s: len(assign[s]) for s in splits.SPLITS},
+        "settings": dict(dataclasses.asdict(st), digest=st.digest()),
+        "csv": os.path.abspath(csv_path), "csv_sha256": csv_sha, "num_rows": num_rows,
+        "skipped": bad, "warnings": warnings,
+    }
+    split_index = {"seed": st.split_seed, **{s: assign[s] for s in splits.SPLITS},
+                   "val_frac": st.val_frac, "test_frac": st.test_frac}
+    write_index(out, st.classes, split_index, fractions, manifest)
+    return manifest, True

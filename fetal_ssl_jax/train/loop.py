@@ -1,0 +1,122 @@
+"""The one training loop: resume, step, log, checkpoint, stop on non-finite values.
+
+Used by SSL pretraining and by supervised fine-tuning alike; what differs (method,
+dataset, hooks) is passed in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fetal_ssl_jax.methods.base import Method
+from fetal_ssl_jax.train import mesh as mesh_lib
+from fetal_ssl_jax.train import step as step_lib
+from fetal_ssl_jax.train.checkpointing import Checkpointer
+from fetal_ssl_jax.train.logging_utils import RunLogger
+from fetal_ssl_jax.train.optimizers import make_optimizer
+
+
+class NonFiniteError(RuntimeError):
+    """Raised when a step produced a non-finite loss or gradient; the state is the last good one."""
+
+
+@dataclasses.dataclass
+class LoopResult:
+    state: Any
+    step: int
+    last_metrics: dict[str, float]
+    wall_time: float
+    resumed_from: int | None
+
+
+def _describe_nonfinite(metrics: dict[str, Any]) -> str:
+    bad = [k for k, v in metrics.items() if k not in ("finite", "rankme") and not np.isfinite(np.asarray(v)).all()]
+    return ", ".join(sorted(bad)) or "unknown"
+
+
+def train_loop(*, cfg: ml_collections.ConfigDict, workdir: str, method: Method, make_dataset: Callable[[int], Any],
+               total_steps: int, global_batch: int, image_shape: tuple[int, int, int],
+               aug_cfg: ml_collections.ConfigDict | None, optim_cfg: ml_collections.ConfigDict,
+               log_every: int, ckpt_every: int, keep: int = 2, progress: bool = True, seed: int = 0,
+               rankme_every: int = 0, hooks: tuple[Callable[[int, Any, dict], None], ...] = (),
+               desc: str = "train", initial_params: Callable[[Any], Any] | None = None,
+               stop_after: int | None = None) -> LoopResult:
+    """Runs (or resumes) training in ``workdir``; ``make_dataset(total_steps)`` gives the grain IterDataset.
+
+    ``initial_params(state) -> state`` lets fine-tuning load pretrained weights into a fresh state.
+    ``stop_after`` ends the run early at that step (tests of resume).
+    """
+    mesh = mesh_lib.make_mesh()
+    mesh_lib.check_batch(global_batch)
+    tx, lr_fn = make_optimizer(optim_cfg, global_batch, total_steps)
+    dtype = jnp.bfloat16 if cfg.model.get("dtype", "float32") == "bfloat16" else jnp.float32
+    sample_shape = (2,) + tuple(image_shape)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep, async_save=bool(cfg.train.get("async_checkpoint", True)))
+    dataset = make_dataset(total_steps)
+    data_iter = iter(dataset)
+
+    root = jax.random.key(seed)
+    latest = ckpt.latest_step()
+    if latest is not None:
+        abstract = step_lib.abstract_state(method, tx, sample_shape, mesh)
+        state = ckpt.restore(latest, abstract, data_iter)
+        start = int(latest)
+    else:
+        state = step_lib.init_state(method, tx, jax.random.fold_in(root, 0), sample_shape, mesh)
+        if initial_params is not None:
+            state = initial_params(state)
+        start = 0
+    cfg_json = json.loads(cfg.to_json_best_effort())
+
+    step_fn = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, aug_cfg, rankme_every, dtype,
+                                                    int(cfg.train.get('debug_nan_step', -1))), mesh)
+    step_rng = jax.random.fold_in(root, 1)
+    logger = RunLogger(workdir, total_steps, start, progress=progress, desc=desc)
+    t0 = time.time()
+    last: dict[str, float] = {}
+    end = total_steps if stop_after is None else min(total_steps, stop_after)
+    pending = None  # (step, metrics) of the previous step, checked one step late to keep dispatch async
+    try:
+        for step in range(start, end):
+            batch = mesh_lib.to_global(next(data_iter), mesh)
+            state, metrics = step_fn(state, batch, step_rng)
+            if pending is not None:
+                _check(*pending)
+            pending = (step + 1, metrics)
+            logger.advance()
+            done = step + 1
+            if done % log_every == 0 or done == end:
+                _check(*pending)
+                pending = None
+                last = logger.log(done, metrics, global_batch)
+            for hook in hooks:
+                hook(done, state, metrics)
+            if done % ckpt_every == 0 or done == total_steps:
+                if pending is not None:
+                    _check(*pending)
+                    pending = None
+                ckpt.save(done, state, data_iter, cfg_json)
+        if pending is not None:
+            _check(*pending)
+    finally:
+        ckpt.close()
+        logger.close()
+    return LoopResult(state=state, step=end, last_metrics=last, wall_time=time.time() - t0,
+                      resumed_from=latest)
+
+
+def _check(step: int, metrics: dict[str, Any]) -> None:
+    if not bool(np.asarray(metrics["finite"])):
+        host = jax.device_get(metrics)
+        raise NonFiniteError(
+            f"non-finite values at step {step}: {_describe_nonfinite(host)}; the update was not applied and the "
+            f"last good checkpoint is kept. Rerun with a lower learning rate (--config.optim.base_lr=...) "
+            f"to continue from it.")

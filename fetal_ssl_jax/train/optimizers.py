@@ -1,0 +1,48 @@
+"""optax optimizers and the per-step warmup + cosine schedule.
+
+Base LR is scaled by global batch / ``lr_batch_scale`` (256 by convention). Weight decay
+and LARS's trust ratio are masked off for 1-D parameters (biases, BatchNorm).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+
+
+def schedule(cfg: ml_collections.ConfigDict, global_batch: int, total_steps: int) -> optax.Schedule:
+    peak = float(cfg.base_lr) * global_batch / float(cfg.lr_batch_scale)
+    warmup = int(min(cfg.warmup_steps, max(total_steps - 1, 0)))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak, warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1), end_value=peak * float(cfg.end_lr_factor))
+
+
+def matrix_mask(params: Any) -> Any:
+    """True for parameters of rank > 1 (kernels), False for biases and BN scales/offsets."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict, global_batch: int, total_steps: int
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    if float(cfg.base_lr) <= 0:
+        raise ValueError(f"optim.base_lr must be > 0, got {cfg.base_lr}")
+    lr = schedule(cfg, global_batch, total_steps)
+    name = cfg.name
+    if name == "lars":
+        tx = optax.lars(lr, weight_decay=float(cfg.weight_decay), weight_decay_mask=matrix_mask,
+                        trust_coefficient=float(cfg.trust_coefficient), trust_ratio_mask=matrix_mask,
+                        momentum=float(cfg.momentum))
+    elif name == "adamw":
+        tx = optax.adamw(lr, b1=float(cfg.b1), b2=float(cfg.b2), weight_decay=float(cfg.weight_decay),
+                         mask=matrix_mask)
+    elif name == "sgd":
+        tx = optax.chain(optax.add_decayed_weights(float(cfg.weight_decay), mask=matrix_mask),
+                         optax.sgd(lr, momentum=float(cfg.momentum) or None))
+    else:
+        raise ValueError(f"unknown optimizer {name!r} (lars, adamw, sgd)")
+    if float(cfg.get("grad_clip", 0.0)) > 0:
+        tx = optax.chain(optax.clip_by_global_norm(float(cfg.grad_clip)), tx)
+    return tx, lr

@@ -1,0 +1,78 @@
+"""SSL pretraining: config -> frame store -> shared loop -> encoder export."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from fetal_ssl_jax import configuration
+from fetal_ssl_jax.data import pretrain_pipeline
+from fetal_ssl_jax.data.frame_store import FrameStore
+from fetal_ssl_jax.data.synthetic_store import ensure_synthetic_store
+from fetal_ssl_jax.methods.registry import get_method
+from fetal_ssl_jax.train import encoder_io, mesh as mesh_lib
+from fetal_ssl_jax.train.loop import LoopResult, train_loop
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    t = cfg.train
+    for key in ("steps", "batch_size", "log_every", "ckpt_every"):
+        if int(t[key]) <= 0:
+            raise ValueError(f"train.{key} must be > 0, got {t[key]}")
+    if int(cfg.data.image_size) < 16:
+        raise ValueError(f"data.image_size must be >= 16, got {cfg.data.image_size}")
+    if int(cfg.data.temporal_window) < 0:
+        raise ValueError(f"data.temporal_window must be >= 0, got {cfg.data.temporal_window}")
+
+
+def open_store(cfg: ml_collections.ConfigDict, workdir: str) -> FrameStore:
+    if cfg.data.store:
+        return FrameStore.open(cfg.data.store)
+    path = os.path.join(workdir, "synthetic_frames")
+    make = lambda: ensure_synthetic_store(path, int(cfg.data.synthetic_videos), int(cfg.data.synthetic_frames),
+                                          max(int(cfg.data.image_size), 32), seed=int(cfg.seed))
+    if jax.process_index() == 0:  # one writer; the others wait for it
+        make()
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("synthetic frame store")
+    return FrameStore.open(path)
+
+
+def pretrain(cfg: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None) -> LoopResult:
+    validate(cfg)
+    mesh_lib.maybe_initialize_distributed(cfg.dist.coordinator, int(cfg.dist.num_processes), int(cfg.dist.process_id))
+    os.makedirs(workdir, exist_ok=True)
+    method = get_method(cfg)
+    store = open_store(cfg, workdir)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json_best_effort(indent=1, sort_keys=True))
+    size = int(cfg.data.image_size)
+    batch = int(cfg.train.batch_size)
+
+    def make_dataset(steps: int):
+        return pretrain_pipeline.make_dataset(store, cfg.data, batch, steps, int(cfg.seed),
+                                              jax.process_index(), jax.process_count())
+
+    result = train_loop(cfg=cfg, workdir=workdir, method=method, make_dataset=make_dataset,
+                        total_steps=int(cfg.train.steps), global_batch=batch, image_shape=(size, size, 1),
+                        aug_cfg=cfg.aug, optim_cfg=cfg.optim, log_every=int(cfg.train.log_every),
+                        ckpt_every=int(cfg.train.ckpt_every), keep=int(cfg.train.keep_checkpoints),
+                        progress=bool(cfg.train.progress), seed=int(cfg.seed),
+                        rankme_every=int(cfg.train.rankme_every), desc=f"pretrain {cfg.method}",
+                        stop_after=stop_after)
+    if result.step == int(cfg.train.steps):
+        export_encoder(cfg, workdir, method, result.state)
+    return result
+
+
+def export_encoder(cfg: ml_collections.ConfigDict, workdir: str, method, state: Any) -> None:
+    variables = method.encoder_variables(state.params, state.batch_stats)
+    meta = dict(method=cfg.method, step=int(jax.device_get(state.step)), image_size=int(cfg.data.image_size),
+                in_channels=1, normalize=dict(mean=float(cfg.aug.mean), std=float(cfg.aug.std)),
+                config_hash=configuration.config_hash(cfg), code_version=configuration.code_version())
+    encoder_io.save_encoder(os.path.join(workdir, "encoder"), variables, cfg.model, meta)

@@ -1,0 +1,134 @@
+"""The one train step every method (and supervised fine-tuning) runs.
+
+``step(state, batch, rng) -> (state, metrics)`` is pure and jitted with explicit
+shardings (state replicated, batch split over 'data') and the state donated. Losses are
+written on the global batch, so BatchNorm statistics and negatives are global without
+any collective in method code. A non-finite loss or gradient leaves the state untouched
+(so the last good state is what gets checkpointed) and is reported in the metrics.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from fetal_ssl_jax import monitors
+from fetal_ssl_jax.methods.base import Method
+from fetal_ssl_jax.train import augment, mesh as mesh_lib
+from fetal_ssl_jax.train.state import TrainState
+
+VIEW_INDEX = {"view1": 0, "view2": 1, "image": 0}
+
+
+def prepare_inputs(batch: dict[str, jax.Array], key: jax.Array, aug_cfg: ml_collections.ConfigDict | None
+                   ) -> dict[str, jax.Array]:
+    """uint8 image entries -> augmented, normalised float [B, H, W, 1]; other entries pass through."""
+    ids = batch.get("sample_id")
+    out = {}
+    for name, x in batch.items():
+        if name in VIEW_INDEX and x.dtype == jnp.uint8:
+            if aug_cfg is None or not aug_cfg.get("enabled", True):
+                norm = aug_cfg if aug_cfg is not None else ml_collections.ConfigDict(dict(mean=0.5, std=0.25))
+                out[name] = augment.normalize(augment.to_float(x), norm)
+            else:
+                sid = ids if ids is not None else jnp.arange(x.shape[0], dtype=jnp.int32)
+                out[name] = augment.augment_batch(x, key, aug_cfg, VIEW_INDEX[name], sid)
+        else:
+            out[name] = x
+    return out
+
+
+def _group_norms(grads: Any) -> dict[str, jax.Array]:
+    """Global gradient norm per top-level parameter group (names the culprit of a NaN)."""
+    if isinstance(grads, dict):
+        return {f"grad_norm/{k}": optax.global_norm(v) for k, v in grads.items()}
+    return {}
+
+
+def make_grads_fn(method: Method, aug_cfg: ml_collections.ConfigDict | None, compute_dtype: Any = jnp.float32,
+                  debug_nan_step: int = -1) -> Callable:
+    """(state, batch, rng) -> ((loss, (metrics, batch_stats, extra)), grads): the step before the update."""
+
+    def grads_fn(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+        key = jax.random.fold_in(rng, state.step)
+        k_aug, k_loss = jax.random.split(key)
+        inputs = prepare_inputs(batch, k_aug, aug_cfg)
+        if compute_dtype != jnp.float32:
+            inputs = {k: v.astype(compute_dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
+                      for k, v in inputs.items()}
+
+        def loss_fn(params):
+            loss, metrics, batch_stats, extra = method.loss(params, state.batch_stats, state.extra, inputs,
+                                                            k_loss, state.step)
+            loss = loss.astype(jnp.float32)
+            if debug_nan_step >= 0:
+                loss = loss * jnp.where(state.step == debug_nan_step, jnp.nan, 1.0)
+            return loss, (metrics, batch_stats, extra)
+
+        return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+
+    return grads_fn
+
+
+def make_step_fn(method: Method, tx: optax.GradientTransformation, lr_fn: Callable,
+                 aug_cfg: ml_collections.ConfigDict | None, rankme_every: int = 0,
+                 compute_dtype: Any = jnp.float32, debug_nan_step: int = -1) -> Callable:
+    """The un-jitted pure step (jit it with ``jit_step``)."""
+    grads_fn = make_grads_fn(method, aug_cfg, compute_dtype, debug_nan_step)
+
+    def step_fn(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+        (loss, (metrics, batch_stats, extra)), grads = grads_fn(state, batch, rng)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        extra = method.after_update(params, batch_stats, extra, state.step)
+        new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                               opt_state=opt_state, extra=extra)
+
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_state, state)
+
+        metrics = dict(metrics)
+        rank_input = metrics.pop("_rank_input", None)
+        if rank_input is not None and rankme_every > 0:
+            metrics["rankme"] = jax.lax.cond(state.step % rankme_every == 0,
+                                             lambda z: monitors.rankme(z.astype(jnp.float32)),
+                                             lambda z: jnp.float32(-1.0), rank_input)
+        metrics.update(_group_norms(grads))
+        metrics.update(loss=loss, grad_norm=grad_norm, param_norm=optax.global_norm(params),
+                       lr=lr_fn(state.step), finite=finite)
+        return new_state, metrics
+
+    return step_fn
+
+
+def jit_step(step_fn: Callable, mesh) -> Callable:
+    rep = mesh_lib.replicated(mesh)
+    return jax.jit(step_fn, in_shardings=(rep, mesh_lib.batch_sharding(mesh), rep),
+                   out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def create_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array, sample: jax.Array
+                 ) -> TrainState:
+    params, batch_stats, extra = method.init(rng, sample)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params), extra=extra)
+
+
+def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array, sample_shape: tuple,
+               mesh) -> TrainState:
+    """Initialises the state directly into its (replicated) sharding."""
+    sample = jnp.zeros(sample_shape, jnp.float32)
+    fn = jax.jit(lambda r: create_state(method, tx, r, sample), out_shardings=mesh_lib.replicated(mesh))
+    return fn(rng)
+
+
+def abstract_state(method: Method, tx: optax.GradientTransformation, sample_shape: tuple, mesh) -> TrainState:
+    """Shapes, dtypes and shardings of the state, for restoring a checkpoint without initialising."""
+    sample = jax.ShapeDtypeStruct(sample_shape, jnp.float32)
+    shapes = jax.eval_shape(lambda r, s: create_state(method, tx, r, s), jax.random.key(0), sample)
+    rep = mesh_lib.replicated(mesh)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)

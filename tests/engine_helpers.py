@@ -1,0 +1,55 @@
+"""Shared helpers for engine tests: subprocess runs of launch.py and reading their outputs."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def env_with_devices(n: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def launch_cmd(*args: str) -> list[str]:
+    return [sys.executable, os.path.join(ROOT, "launch.py"), *args]
+
+
+def run_launch(args: list[str], devices: int = 1, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run(launch_cmd(*args), env=env_with_devices(devices), cwd=ROOT, capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"launch.py {' '.join(args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
+    return p
+
+
+def losses_by_step(workdir: str, key: str = "loss") -> dict[int, float]:
+    """Last logged value per step (a resumed run logs some steps twice)."""
+    out: dict[int, float] = {}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            row = json.loads(line)
+            out[row["step"]] = row[key]
+    return out
+
+
+def encoder_leaves(workdir: str) -> list[np.ndarray]:
+    import jax
+    from fetal_ssl_jax.train.encoder_io import load_encoder
+    _, variables, _ = load_encoder(workdir)
+    return [np.asarray(x) for x in jax.tree.leaves(variables)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,88 @@
+"""The shared step: same loss and gradients on 1 and 4 devices, for every SSL method."""
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from fetal_ssl_jax import configuration
+from fetal_ssl_jax.methods import registry
+from fetal_ssl_jax.train import mesh as mesh_lib
+from fetal_ssl_jax.train import step as step_lib
+from fetal_ssl_jax.train.optimizers import make_optimizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SSL_METHODS = [m for m in ("barlowtwins", "vicreg", "simclr", "byol", "moco", "autoencoder", "inpainting")
+               if os.path.exists(os.path.join(ROOT, "configs", f"{m}.py"))]
+
+
+def _setup(method_name: str, batch: int = 16, size: int = 32):
+    cfg = configuration.load(os.path.join(ROOT, "configs", f"{method_name}.py:tiny"))
+    method = registry.get_method(cfg)
+    tx, lr_fn = make_optimizer(cfg.optim, batch, int(cfg.train.steps))
+    rng = np.random.default_rng(0)
+    host_batch = {"view1": rng.integers(0, 256, (batch, size, size), dtype=np.uint8),
+                  "view2": rng.integers(0, 256, (batch, size, size), dtype=np.uint8),
+                  "sample_id": np.arange(batch, dtype=np.int32)}
+    return cfg, method, tx, lr_fn, host_batch
+
+
+def _grads_on(n_devices: int, method_name: str):
+    cfg, method, tx, lr_fn, host_batch = _setup(method_name)
+    mesh = mesh_lib.make_mesh(n_devices)
+    size = host_batch["view1"].shape[1]
+    state = step_lib.init_state(method, tx, jax.random.key(0), (2, size, size, 1), mesh)
+    batch = mesh_lib.to_global(host_batch, mesh)
+    rep = mesh_lib.replicated(mesh)
+    fn = jax.jit(step_lib.make_grads_fn(method, cfg.aug), in_shardings=(rep, mesh_lib.batch_sharding(mesh), rep),
+                 out_shardings=rep)
+    (loss, (metrics, _, _)), grads = fn(state, batch, jax.random.key(1))
+    step = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, cfg.aug), mesh)
+    new_state, step_metrics = step(state, batch, jax.random.key(1))
+    return float(loss), jax.device_get(grads), float(step_metrics["loss"]), jax.device_get(new_state.params)
+
+
+@pytest.mark.parametrize("method_name", SSL_METHODS)
+def test_one_vs_four_devices_same_loss_and_grads(method_name):
+    assert len(jax.devices()) >= 4, "conftest sets 4 fake CPU devices"
+    l1, g1, s1, p1 = _grads_on(1, method_name)
+    l4, g4, s4, p4 = _grads_on(4, method_name)
+    assert np.isfinite(l1)
+    np.testing.assert_allclose(l4, l1, rtol=1e-5)
+    np.testing.assert_allclose(s4, s1, rtol=1e-5)
+    flat1, flat4 = jax.tree.leaves(g1), jax.tree.leaves(g4)
+    assert len(flat1) == len(flat4) > 0
+    scale = max(float(np.max(np.abs(g))) for g in flat1)
+    for a, b in zip(flat1, flat4):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * scale)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_nonfinite_loss_leaves_state_untouched():
+    cfg, method, tx, lr_fn, host_batch = _setup("barlowtwins")
+    mesh = mesh_lib.make_mesh(1)
+    state = step_lib.init_state(method, tx, jax.random.key(0), (2, 32, 32, 1), mesh)
+    before = jax.device_get(state.params)
+    step = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, cfg.aug, debug_nan_step=0), mesh)
+    new_state, metrics = step(state, mesh_lib.to_global(host_batch, mesh), jax.random.key(1))
+    assert not bool(metrics["finite"]) and np.isnan(float(metrics["loss"]))
+    assert int(new_state.step) == 0
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(new_state.params))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_lars_masks_one_dimensional_params():
+    from fetal_ssl_jax.train.optimizers import matrix_mask, schedule
+    import ml_collections
+    mask = matrix_mask({"kernel": np.zeros((3, 3, 1, 4)), "bias": np.zeros(4), "scale": np.zeros(4)})
+    assert mask == {"kernel": True, "bias": False, "scale": False}
+    cfg = ml_collections.ConfigDict(dict(base_lr=0.2, lr_batch_scale=256, warmup_steps=10, end_lr_factor=0.0))
+    lr = schedule(cfg, global_batch=512, total_steps=100)
+    assert float(lr(0)) == 0.0
+    np.testing.assert_allclose(float(lr(10)), 0.4, rtol=1e-6)  # peak = base * 512 / 256, per step
+    np.testing.assert_allclose(float(lr(55)), 0.2, rtol=1e-2)   # half-way through the cosine
+    assert float(lr(100)) < 1e-6

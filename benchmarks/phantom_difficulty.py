@@ -86,7 +86,7 @@ def make_model():
         return SmallCNN(), "small_cnn"
 
 
-def train_cnn(xtr, ytr, xte, yte, steps: int, batch: int, seed: int) -> float:
+def train_cnn(xtr, ytr, xte, yte, steps: int, batch: int, seed: int, report: dict | None = None) -> float:
     import jax
     import jax.numpy as jnp
     import optax
@@ -135,6 +135,11 @@ def train_cnn(xtr, ytr, xte, yte, steps: int, batch: int, seed: int) -> float:
         key, sk = jax.random.split(key)
         params, bstats, opt, _ = step(params, bstats, opt, xtr[idx], ytr[idx], sk)
     pred = np.concatenate([np.asarray(predict(params, bstats, xte[i:i + 128])) for i in range(0, len(xte), 128)])
+    if report is not None:
+        from sklearn.metrics import confusion_matrix
+        ptr = np.concatenate([np.asarray(predict(params, bstats, xtr[i:i + 128])) for i in range(0, len(xtr), 128)])
+        report["train_acc"] = round(float(np.mean(ptr == ytr)), 3)
+        report["confusion_test"] = confusion_matrix(yte, pred, labels=list(range(len(phantom.CLASSES)))).tolist()
     return macro_f1(yte, pred)
 
 
@@ -144,7 +149,7 @@ def main() -> None:
     ap.add_argument("--test-patients", type=int, default=16)
     ap.add_argument("--per-patient", type=int, default=30)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-cnn", action="store_true")
@@ -159,7 +164,9 @@ def main() -> None:
     if not a.skip_cnn:
         res["cnn"] = make_model()[1]
         t = time.perf_counter()
-        res["cnn_100"] = round(train_cnn(xtr, ytr, xte, yte, a.steps, a.batch, a.seed), 3)
+        rep: dict = {}
+        res["cnn_100"] = round(train_cnn(xtr, ytr, xte, yte, a.steps, a.batch, a.seed, rep), 3)
+        res["cnn_100_detail"] = rep
         sub = subset(ytr, 0.01, a.seed)
         res["n_1pct"] = int(sub.size)
         res["cnn_1"] = round(train_cnn(xtr[sub], ytr[sub], xte, yte, a.steps // 3, a.batch, a.seed), 3)

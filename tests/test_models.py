@@ -239,9 +239,11 @@ def test_im2col_conv_function_matches_lax_conv():
     x = jax.random.normal(jax.random.key(0), (2, 5, 4, 3))
     k = jax.random.normal(jax.random.key(1), (3, 2, 3, 4))
     pad = ((1, 2), (0, 1))
-    ref = jax.lax.conv_general_dilated(x, k, (2, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                       precision="highest")
-    np.testing.assert_allclose(im2col_conv(x, k, (2, 1), pad, "highest"), ref, rtol=1e-5, atol=1e-5)
+    ref, ours = jax.jit(lambda x, k: (
+        jax.lax.conv_general_dilated(x, k, (2, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     precision="highest"),
+        im2col_conv(x, k, (2, 1), pad, "highest")))(x, k)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------- heads
@@ -277,3 +279,24 @@ def test_decoder_shapes(out_size, channels):
 def test_decoder_rejects_bad_size():
     with pytest.raises(ValueError):
         abstract_init(Decoder(out_size=48, out_channels=1), (1, 8))
+
+
+# ----------------------------------------------------------------- stem max pool
+@pytest.mark.parametrize("h,w", [(8, 8), (7, 7), (5, 6), (1, 1), (2, 3)])
+def test_reshape_max_pool_equals_nn_max_pool(h, w):
+    from fetal_ssl_jax.models.pooling import max_pool_3x3_s2
+
+    x = jax.random.normal(jax.random.key(h * 10 + w), (2, h, w, 3))  # continuous: no ties
+
+    @jax.jit
+    def run(x):
+        outs = []
+        for impl in ("reshape", "reduce_window"):
+            f = lambda x, impl=impl: max_pool_3x3_s2(x, impl)
+            outs.append((f(x), jax.grad(lambda x, f=f: jnp.sum(jnp.sin(f(x))))(x)))
+        return outs
+
+    (y, g), (y_ref, g_ref) = run(x)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(y_ref, nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))))

@@ -240,15 +240,17 @@ def test_logits_match_pytorch(arch, width, size):
     apply = jax.jit(lambda v, x: ours.apply(v, x, train=False))
     out_rgb = apply(from_torchvision(sd, in_channels=3), rgb)
     np.testing.assert_allclose(out_rgb, ref_rgb, rtol=1e-4, atol=1e-4)
-    # 1-channel input with summed RGB filters == the RGB network on a gray image
-    out_gray = apply(from_torchvision(sd, in_channels=1, reduce="sum"), gray)
-    np.testing.assert_allclose(out_gray, ref_gray, rtol=1e-4, atol=1e-4)
     # export: our variables load strictly into the PyTorch model and reproduce the logits
     exported = to_torchvision(from_torchvision(sd, in_channels=3))
     tmodel.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in exported.items()}, strict=True)
     with torch.no_grad():
         again = tmodel(torch.from_numpy(rgb.transpose(0, 3, 1, 2).copy())).numpy()
     np.testing.assert_array_equal(again, ref_rgb)
+    # 1-channel input with summed RGB filters == the RGB network on a gray image
+    if arch != "resnet18":
+        return  # one more compile; the stem folding is the same for every arch
+    out_gray = apply(from_torchvision(sd, in_channels=1, reduce="sum"), gray)
+    np.testing.assert_allclose(out_gray, ref_gray, rtol=1e-4, atol=1e-4)
 
 
 def test_load_pth(tmp_path):

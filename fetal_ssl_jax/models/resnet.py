@@ -5,7 +5,8 @@ Submodule names follow torchvision's state-dict keys one to one (``layer1.0.conv
 weights load and our encoders export without a name table (see torchvision_convert.py).
 Bottleneck blocks put the stride on the 3x3 conv (torchvision's "ResNet v1.5").
 Convolutions go through :class:`~fetal_ssl_jax.models.conv.Conv`, which keeps XLA:CPU
-out of its slow path for tiny outputs.
+out of its slow path for tiny outputs, and the stem's max pool through
+:func:`~fetal_ssl_jax.models.pooling.max_pool_3x3_s2` (XLA:CPU's max-pool gradient is slow).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import ml_collections
 from flax import linen as nn
 
 from fetal_ssl_jax.models.conv import Conv
+from fetal_ssl_jax.models.pooling import max_pool_3x3_s2
 
 Array = jax.Array
 
@@ -144,7 +146,7 @@ class ResNet(nn.Module):
                          epsilon=1e-5, dtype=self.dtype, name="bn1")(x)
         x = nn.relu(x)
         if not self.small_stem:
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = max_pool_3x3_s2(x)
         for stage, n_blocks in enumerate(self.stage_sizes):
             for b in range(n_blocks):
                 stride = 2 if (stage > 0 and b == 0) else 1

@@ -23,10 +23,15 @@ __all__ = ["CLASSES", "KEYFRAMES", "PRESETS", "PhantomConfig", "generate", "labe
            "resolve", "sweep_frames"]
 
 
-def generate(out_dir: str, preset: str = "tiny", seed: int = 0, progress: bool = False, **overrides: Any) -> dict:
-    """Write a simulated hospital export (videos/, images/, labels.csv) and return its summary."""
+def generate(out_dir: str, preset: str = "tiny", seed: int = 0, progress: bool = False, workers: int | None = None,
+             **overrides: Any) -> dict:
+    """Write a simulated hospital export (videos/, images/, labels.csv) and return its summary.
+
+    overrides: any PhantomConfig field (image_size, patients, frames, images, format, design, ...).
+    workers: render threads (default min(2, cores)); the bytes written do not depend on it.
+    """
     from fetal_ssl_jax.phantom import export
-    return export.generate(out_dir, resolve(preset, **overrides), seed=seed, progress=progress)
+    return export.generate(out_dir, resolve(preset, **overrides), seed=seed, progress=progress, workers=workers)
 
 
 def sweep_frames(num_videos: int = 2, num_frames: int = 32, size: int = 64, seed: int = 0,

@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--styles", type=int, help="number of scanner styles in the fleet (1-6)")
     parser.add_argument("--preview", action="store_true", help="write a PNG sheet of planes/phases/styles and a sweep strip")
     parser.add_argument("--preview-path", default=None, help="where --preview writes (default OUT/phantom_preview.png)")
+    parser.add_argument("--workers", type=int, default=None, help="render threads (default: min(2, cores))")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -51,6 +52,6 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         return 0
     from fetal_ssl_jax.phantom.export import generate
     summary = generate(args.out, cfg, seed=args.seed, progress=not args.no_progress and sys.stderr.isatty(),
-                       log=print)
+                       log=print, workers=args.workers)
     print(json.dumps({k: summary[k] for k in ("num_videos", "num_frames", "num_images", "class_counts", "seconds")}))
     return 0

@@ -28,7 +28,7 @@ class PhantomConfig:
     # difficulty
     variation: float = 1.0             # per-fetus anatomical variation
     rotation_deg: float = 180.0        # in-plane rotation range (+-)
-    still_jitter: float = 0.6          # stills' sweep position spread, fraction of the plane window
+    still_jitter: float = 0.4          # stills' sweep position spread, fraction of the plane window
     style_jitter: float = 1.0          # per-exam scanner setting variation
     styles: int = 6                    # machine styles in the fleet
 

@@ -64,8 +64,8 @@ def cardiac_phase(rng: np.random.Generator, n: int, fps: float, bpm: float) -> n
 
 def base_pose(rng: np.random.Generator, rotation_deg: float = 180.0) -> dict[str, float]:
     """Where the fetus lies in the fan for one video/exam: size (gestational age and zoom), place, angle."""
-    radius = rng.uniform(0.3, 0.44)
-    top = max(0.42, radius + 0.13)
+    radius = rng.uniform(0.36, 0.48)  # zoomed on the thorax, as guidelines ask for the heart views
+    top = max(0.42, radius + 0.1)
     return dict(
         radius=radius,
         cz=rng.uniform(top, top + 0.1),

@@ -1,0 +1,6 @@
+"""Evaluation protocol 'finetune' (see ../shared/PROTOCOL.md); variants '', 'cpu', 'tiny'."""
+from fetal_ssl_jax.evaluate import defaults
+
+
+def get_config(variant: str = ""):
+    return defaults.apply_variant(defaults.eval_base("finetune"), variant)

@@ -1,0 +1,67 @@
+"""`launch.py probe|finetune|knn --config configs/<protocol>.py[:tiny] --workdir DIR [--config.k=v ...]`.
+
+Common overrides: ``--config.init=random|<SSL workdir or encoder dir>|imagenet:<state dict>``,
+``--config.fraction=1|10|100``, ``--config.seed=S``, ``--config.data.store=<labelled store>``.
+A workdir that holds metrics.json is finished and is not rerun; an unfinished fine-tune resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fetal_ssl_jax import configuration
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str = "finetune") -> None:
+    p.add_argument("--config", default=f"configs/{name}.py", help=f"configs/{name}.py[:variant] (default %(default)s)")
+    p.add_argument("--workdir", required=True, help="run directory; a finished one (metrics.json) is not rerun")
+    if name == "finetune":
+        p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def _summary(m: dict) -> str:
+    v, t = m["val"], m["test"]
+    return (f"{m['protocol']} init={m['init_method']} fraction={m['fraction']:g}% seed={m['seed']}: "
+            f"test macro-F1 {t['macro_f1']:.4f} acc {t['accuracy']:.4f} bal-acc {t['balanced_accuracy']:.4f} "
+            f"(val macro-F1 {v['macro_f1']:.4f})")
+
+
+def run(args: argparse.Namespace, overrides: list[str]) -> int:
+    name = getattr(args, "command", None) or "finetune"
+    cfg = configuration.load(args.config, overrides)
+    if cfg.get("protocol") != name:
+        print(f"launch.py {name}: {args.config} is a {cfg.get('protocol')!r} config; use configs/{name}.py",
+              file=sys.stderr)
+        return 2
+    from fetal_ssl_jax.evaluate import results
+    if results.is_finished(args.workdir):
+        done = results.read(args.workdir)
+        if done.get("config_hash") != configuration.config_hash(cfg):
+            print(f"launch.py {name}: {args.workdir} holds a finished run of another config "
+                  f"({done.get('config_hash')} != {configuration.config_hash(cfg)}); use a new --workdir",
+                  file=sys.stderr)
+            return 2
+        print(f"already finished: {_summary(done)}")
+        return 0
+    from fetal_ssl_jax.train.loop import NonFiniteError
+    try:
+        if name == "probe":
+            from fetal_ssl_jax.evaluate.linear_probe import probe
+            m = probe(cfg, args.workdir)
+        elif name == "knn":
+            from fetal_ssl_jax.evaluate.knn import knn
+            m = knn(cfg, args.workdir)
+        else:
+            from fetal_ssl_jax.evaluate.finetune import finetune
+            m = finetune(cfg, args.workdir, stop_after=getattr(args, "stop_after", None))
+    except NonFiniteError as e:
+        print(f"launch.py {name}: {e}", file=sys.stderr)
+        return 3
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"launch.py {name}: {e}", file=sys.stderr)
+        return 2
+    if m is None:
+        print(f"{name}: stopped early; rerun the same command to resume")
+        return 0
+    print(_summary(m))
+    return 0

@@ -1,0 +1,132 @@
+"""Frozen forward passes: jitted, batch sharded over the 'data' mesh axis, outputs replicated.
+
+Used for the probe's and kNN's features and for fine-tuning's validation/test logits.
+The network runs with ``train=False`` and no mutable collections, so BatchNorm uses its
+running statistics and cannot update them (flax raises if anything tries). Features are
+cached in the workdir as .npz, keyed by everything they depend on.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fetal_ssl_jax.data import host_augment
+from fetal_ssl_jax.train import mesh as mesh_lib
+
+
+def to_size(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [N, h, w] -> [N, size, size] (the store's resolution may differ from the network's)."""
+    if images.shape[1:] == (size, size):
+        return images
+    return np.stack([host_augment.resize(im, size) for im in images]) if len(images) else \
+        np.zeros((0, size, size), np.uint8)
+
+
+class ShardedForward:
+    """``apply_fn(variables, x)`` jitted once; call with uint8 images [N, H, W] -> NumPy outputs [N, ...]."""
+
+    def __init__(self, apply_fn: Callable[[Any, jax.Array], jax.Array], mean: float, std: float,
+                 batch_size: int, mesh=None):
+        self.mesh = mesh if mesh is not None else mesh_lib.make_mesh()
+        n_dev = self.mesh.devices.size
+        self.batch = max(n_dev, -(-int(batch_size) // n_dev) * n_dev)  # a multiple of the device count
+        rep, data = mesh_lib.replicated(self.mesh), mesh_lib.batch_sharding(self.mesh)
+
+        def fwd(variables, images_u8):
+            x = (images_u8.astype(jnp.float32)[..., None] / 255.0 - mean) / std
+            return apply_fn(variables, x)
+
+        self._fn = jax.jit(fwd, in_shardings=(rep, data), out_shardings=rep)
+        self._data = data
+        self._rep = rep
+
+    def __call__(self, variables: Any, images: np.ndarray, progress: bool = False, desc: str = "forward"
+                 ) -> np.ndarray:
+        variables = jax.device_put(variables, self._rep)
+        n, b = len(images), self.batch
+        p, pc = jax.process_index(), jax.process_count()
+        outs = []
+        starts = range(0, max(n, 1), b)
+        if progress and jax.process_index() == 0:
+            from tqdm import tqdm
+            starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+        for s in starts:
+            chunk = images[s:s + b]
+            if len(chunk) < b:  # pad the last batch; padded rows are dropped below
+                chunk = np.concatenate([chunk, np.zeros((b - len(chunk),) + images.shape[1:], images.dtype)])
+            local = chunk[p * b // pc:(p + 1) * b // pc]  # every process holds the whole eval set
+            arr = jax.make_array_from_process_local_data(self._data, np.ascontiguousarray(local))
+            outs.append(self._fn(variables, arr))
+        out = np.concatenate([np.asarray(jax.device_get(o)) for o in outs])
+        return out[:n]
+
+
+def backbone_apply(model) -> Callable[[Any, jax.Array], jax.Array]:
+    """Eval-mode apply: running BN statistics, nothing mutable."""
+    return lambda variables, x: model.apply(variables, x, train=False)
+
+
+def cache_key(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached(path: str, identity: dict[str, Any], compute: Callable[[], dict[str, np.ndarray]]
+           ) -> dict[str, np.ndarray]:
+    """Loads ``path`` (.npz) if it was made for the same ``identity``, else computes and saves it."""
+    key = cache_key(identity)
+    if os.path.exists(path):
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["_key"]) == key:
+                return {k: z[k] for k in z.files if k != "_key"}
+    arrays = compute()
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, _key=np.asarray(key), **arrays)
+        os.replace(tmp, path)
+    return arrays
+
+
+def encoder_features(cfg, workdir: str, store, init, subset, progress: bool = False
+                     ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    """Frozen-encoder features of the train subset, val and test: ({split: (X, y)}, variables used).
+
+    Cached in ``<workdir>/features/<split>.npz``; a random encoder is drawn from ``cfg.seed``.
+    """
+    from fetal_ssl_jax.evaluate import labelled_data
+    from fetal_ssl_jax.models import build_backbone
+
+    model = build_backbone(init.model_cfg)
+    size = int(init.image_size)
+    if init.variables is not None:
+        variables = init.variables
+    else:
+        variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 1)), train=False))(
+            jax.random.key(int(cfg.seed)))
+        variables = jax.tree.map(np.asarray, dict(variables))
+    forward = ShardedForward(backbone_apply(model), init.mean, init.std, int(cfg.data.eval_batch_size))
+    base = dict(init=init.identity(), model=init.model_cfg.to_dict(), size=size, mean=init.mean, std=init.std,
+                store=os.path.abspath(store.path), manifest=store.manifest.get("csv_sha256", ""),
+                seed=int(cfg.seed) if init.variables is None else None)
+    out = {}
+    for split in ("train", "val", "test"):
+        idx = subset.indices if split == "train" else None
+
+        def compute(split=split, idx=idx):
+            if idx is None:
+                x, y = labelled_data.load_eval_split(store, split, size)
+            else:
+                x, y = store.load_split(split, idx)
+                x = to_size(x, size)
+            return {"features": forward(variables, x, progress, f"features {split}"), "labels": y}
+
+        ident = dict(base, split=split, indices=cache_key({"i": None if idx is None else idx.tolist()}))
+        arrays = cached(os.path.join(workdir, "features", f"{split}.npz"), ident, compute)
+        out[split] = (arrays["features"].astype(np.float32), arrays["labels"].astype(np.int32))
+    return out, variables

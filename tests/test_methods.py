@@ -1,0 +1,296 @@
+"""Issue 3: BYOL's EMA target, MoCo's queue, inpainting masks and temporal positives.
+
+Compile time dominates on CPU, so each test that steps a model compiles one step
+function (plus the init) and checks several things on it: BYOL's EMA runs on
+temporal-positive batches, and MoCo's queue test on 1 and 4 devices does too.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fetal_ssl_jax import configuration
+from fetal_ssl_jax.data import pretrain_pipeline
+from fetal_ssl_jax.data.frame_store import FrameStore, FrameStoreWriter
+from fetal_ssl_jax.methods import registry
+from fetal_ssl_jax.methods.byol import cosine_ema_rate
+from fetal_ssl_jax.methods.inpainting import erase_mask
+from fetal_ssl_jax.methods.moco import enqueue
+from fetal_ssl_jax.train import mesh as mesh_lib
+from fetal_ssl_jax.train import step as step_lib
+from fetal_ssl_jax.train.optimizers import make_optimizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VIDEO_LENGTHS = (6, 1, 9)  # 16 frames; the 1-frame video has no temporal partner
+BATCH = 16
+
+
+def frame_value(k: int) -> int:
+    """Base grey level of global frame k: 15 apart, so a crop tells which frame it came from."""
+    return 10 + 15 * k
+
+
+def tiny_cfg(name: str, **data):
+    cfg = configuration.load(os.path.join(ROOT, "configs", f"{name}.py:tiny"))
+    cfg.data.update(data)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def video_store(tmp_path_factory) -> FrameStore:
+    """Frames = base value +- 3 of texture: identifiable after crop/resize, not constant (BN-safe)."""
+    path = str(tmp_path_factory.mktemp("videos"))
+    rng = np.random.default_rng(0)
+    w = FrameStoreWriter(path, frames_per_shard=7)  # several shards: indices cross shard boundaries
+    k = 0
+    for v, n in enumerate(VIDEO_LENGTHS):
+        frames = [(frame_value(k + i) + rng.integers(-3, 4, (32, 32))).astype(np.uint8) for i in range(n)]
+        w.add_video(f"vid{v}", f"pat{v}", frames)
+        k += n
+    w.close()
+    return FrameStore.open(path)
+
+
+def host_batches(store: FrameStore, cfg, steps: int) -> list[dict[str, np.ndarray]]:
+    ds = pretrain_pipeline.make_dataset(store, cfg.data, BATCH, steps, int(cfg.seed))
+    return [dict(b) for b in ds]
+
+
+def model_batch(b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: b[k] for k in ("view1", "view2", "sample_id")}
+
+
+# --- temporal positives: the pipeline ------------------------------------------------------------
+
+def test_temporal_pairs_come_from_same_video_within_window(video_store):
+    w = 2
+    cfg = tiny_cfg("barlowtwins", temporal_window=w, image_size=16)
+    ranges = video_store.video_ranges()
+    offsets = set()
+    for b in host_batches(video_store, cfg, 4):
+        for r in range(BATCH):
+            i, j = int(b["index"][r]), int(b["index2"][r])
+            assert tuple(ranges[i]) == tuple(ranges[j]), "partner from another video"
+            assert abs(i - j) <= w
+            start, end = ranges[i]
+            assert (i != j) or (end - start == 1), "a partner exists but the frame was paired with itself"
+            offsets.add(j - i)
+            # the views really are those frames (texture +-3 survives crop/resize within its range)
+            for view, k in (("view1", i), ("view2", j)):
+                px = b[view][r].astype(int)
+                assert frame_value(k) - 3 <= px.min() and px.max() <= frame_value(k) + 3
+    assert {-2, -1, 1, 2} <= offsets, offsets  # both directions, the whole window
+
+    off = tiny_cfg("barlowtwins", temporal_window=0, image_size=16)
+    for b in host_batches(video_store, off, 2):
+        np.testing.assert_array_equal(b["index"], b["index2"])
+
+
+def test_temporal_pairs_same_on_any_process_count(video_store):
+    """Process p's rows are rows [p*B/P, (p+1)*B/P) of the single-process global batch."""
+    cfg = tiny_cfg("barlowtwins", temporal_window=3, image_size=16)
+    whole = pretrain_pipeline.PretrainBatches(video_store, cfg.data, BATCH, 0)(5)
+    halves = [pretrain_pipeline.PretrainBatches(video_store, cfg.data, BATCH, 0, p, 2)(5) for p in range(2)]
+    for key in ("index", "index2", "view1", "view2"):
+        np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), whole[key])
+
+
+# --- small pure pieces -----------------------------------------------------------------------------
+
+def test_cosine_ema_rate_schedule():
+    ks = np.arange(0, 11)
+    got = np.asarray(cosine_ema_rate(jnp.asarray(ks), 10, 0.996))
+    want = 1 - (1 - 0.996) * (np.cos(np.pi * ks / 10) + 1) / 2
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+    assert got[0] == np.float32(0.996) and got[-1] == 1.0 and np.all(np.diff(got) >= 0)
+    assert float(cosine_ema_rate(jnp.asarray(15), 10, 0.996)) == 1.0  # clipped after the end
+
+
+def test_enqueue_writes_in_order_and_wraps():
+    queue = jnp.zeros((6, 2))
+    ptr = jnp.zeros((), jnp.int32)
+    history = []
+    for s in range(4):
+        keys = jnp.stack([jnp.arange(4.0) + 10 * s, -jnp.arange(4.0)], axis=1)  # rows 10s+0..3
+        queue, ptr = enqueue(queue, ptr, keys)
+        history.append(np.asarray(queue[:, 0]))
+    # 6 slots, 4 keys per step: the oldest keys are replaced first, in batch order.
+    np.testing.assert_array_equal(history[0], [0, 1, 2, 3, 0, 0])
+    np.testing.assert_array_equal(history[1], [12, 13, 2, 3, 10, 11])
+    np.testing.assert_array_equal(history[2], [12, 13, 20, 21, 22, 23])
+    np.testing.assert_array_equal(history[3], [30, 31, 32, 33, 22, 23])
+    assert int(ptr) == (4 * 4) % 6
+
+
+def test_erase_mask_counts_areas_and_aspects():
+    mask_fn = jax.jit(erase_mask, static_argnums=(1, 2, 3, 4, 5, 6))  # one compile beats ~40 eager ops
+    # one square of exactly 10% -> round(sqrt(102.4)) = 10 -> 100 pixels
+    m = np.asarray(mask_fn(jax.random.key(0), 8, 32, 32, (1, 1), (0.1, 0.1), (1.0, 1.0)))
+    assert m.shape == (8, 32, 32, 1) and m.dtype == bool
+    np.testing.assert_array_equal(m.sum(axis=(1, 2, 3)), 100)
+    for s in m[..., 0]:  # a single axis-aligned 10x10 box
+        rows, cols = np.nonzero(s.any(axis=1))[0], np.nonzero(s.any(axis=0))[0]
+        assert np.ptp(rows) == 9 and np.ptp(cols) == 9
+    # several rectangles: union between one rectangle's minimum and the sum of the maxima
+    m = np.asarray(mask_fn(jax.random.key(1), 64, 32, 32, (2, 3), (0.02, 0.05), (0.5, 2.0)))
+    frac = m.mean(axis=(1, 2, 3))
+    assert frac.min() > 0.0 and frac.max() <= 3 * 0.05 * 1.3
+    none = np.asarray(mask_fn(jax.random.key(2), 4, 32, 32, (0, 0), (0.1, 0.2), (1.0, 1.0)))
+    assert not none.any()
+
+
+def test_inpainting_loss_region_and_encoder_layout():
+    """Erased-only vs whole-image loss, and the exported encoder is the plain ResNet layout."""
+    from fetal_ssl_jax.models import build_backbone
+
+    cfg = tiny_cfg("inpainting")
+    cfg.inpainting.update(num_rects=(1, 1), area=(0.25, 0.25), aspect=(1.0, 1.0), fill="zero")
+    method = registry.get_method(cfg)
+    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 1))
+    key = jax.random.key(3)
+
+    def run(region: str, err_inside: float, err_outside: float):
+        """The loss with a stand-in network whose reconstruction error is known per region."""
+        method.mcfg.loss_region = region
+
+        def fn(x, key):
+            x_in, erased = method.corrupt(x, key)  # the loss draws the same mask from the same key
+            x_hat = jnp.where(erased, x + err_inside, x + err_outside)
+            method.apply = lambda p, bs, xi, train=True: ({"h": jnp.ones((xi.shape[0], 4)), "x_hat": x_hat}, bs)
+            loss, metrics, _, _ = method.loss({}, {}, {}, {"view1": x}, key, 0)
+            return loss, metrics, erased, x_in
+
+        return jax.jit(fn)(x, key)
+
+    loss, metrics, erased, x_in = run("all", 1.0, 1.0)
+    erased = np.asarray(erased)
+    np.testing.assert_allclose(float(loss), 1.0, rtol=1e-6)
+    assert np.all(np.asarray(x_in)[erased] == 0.0) and np.array_equal(np.asarray(x_in)[~erased], np.asarray(x)[~erased])
+    np.testing.assert_allclose(float(metrics["erased_fraction"]), erased.mean(), rtol=1e-6)
+    assert 0.2 < erased.mean() < 0.3
+    loss, metrics, _, _ = run("erased", 2.0, 0.0)  # error only inside the erased region
+    np.testing.assert_allclose(float(loss), 4.0, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["mse_all"]), 4.0 * erased.mean(), rtol=1e-5)
+    loss, _, _, _ = run("all", 2.0, 0.0)
+    np.testing.assert_allclose(float(loss), 4.0 * erased.mean(), rtol=1e-5)
+
+    for name in ("autoencoder", "inpainting"):
+        m = registry.get_method(tiny_cfg(name))
+        shapes = jax.eval_shape(lambda r: m.init(r, jnp.zeros((2, 32, 32, 1))), jax.random.key(0))
+        enc = m.encoder_variables(shapes[0], shapes[1])
+        ref = jax.eval_shape(lambda r: build_backbone(m.cfg.model).init(r, jnp.zeros((2, 32, 32, 1)), train=True),
+                             jax.random.key(0))
+        assert jax.tree.structure(enc) == jax.tree.structure(dict(ref))
+        assert jax.tree.map(lambda a: a.shape, enc) == jax.tree.map(lambda a: a.shape, dict(ref))
+
+
+# --- BYOL: EMA target (on temporal-positive batches) ---------------------------------------------------
+
+def _ema_closed_form(start, history, rates):
+    """target_n = prod(tau) target_0 + sum_k (1 - tau_k) prod_{j>k} tau_j online_{k+1}, in float64."""
+    def combine(t0, *onl):
+        n = len(rates)
+        out = np.prod(rates) * np.asarray(t0, np.float64)
+        for k in range(n):
+            out = out + (1 - rates[k]) * np.prod(rates[k + 1:]) * np.asarray(onl[k], np.float64)
+        return out
+    return jax.tree.map(combine, start, *history)
+
+
+def _assert_tree_close(a, b, atol):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=0, atol=atol)
+
+
+def test_byol_target_is_closed_form_ema_and_tau_follows_schedule(video_store):
+    steps = 4
+    cfg = tiny_cfg("byol", temporal_window=2)
+    cfg.byol.tau_base = 0.5  # large moves, so a wrong tau or order shows
+    cfg.train.steps = steps
+    method = registry.get_method(cfg)
+    tx, lr_fn = make_optimizer(cfg.optim, BATCH, steps)
+    mesh = mesh_lib.make_mesh(1)
+    state = step_lib.init_state(method, tx, jax.random.key(0), (2, 32, 32, 1), mesh)
+
+    enc = lambda p: {k: p[k] for k in ("backbone", "head")}
+    # a real copy: equal values, distinct buffers (donation would otherwise free the target)
+    _assert_tree_close(state.extra["target_params"], enc(state.params), 0)
+    ptrs = lambda t: {x.unsafe_buffer_pointer() for x in jax.tree.leaves(t)}
+    assert not ptrs(state.extra["target_params"]) & ptrs(state.params)
+    target0 = jax.device_get(state.extra["target_params"])
+    tbs0 = jax.device_get(state.extra["target_batch_stats"])
+
+    step_fn = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, cfg.aug), mesh)
+    online, taus = [], []
+    for k, b in enumerate(host_batches(video_store, cfg, steps)):
+        assert (b["index"] != b["index2"]).any()  # temporal positives are in use
+        state, metrics = step_fn(state, mesh_lib.to_global(model_batch(b), mesh), jax.random.key(1))
+        assert bool(metrics["finite"]), k
+        taus.append(float(metrics["tau"]))
+        online.append(jax.device_get(enc(state.params)))
+    want_tau = [1 - 0.5 * (np.cos(np.pi * k / steps) + 1) / 2 for k in range(steps)]
+    np.testing.assert_allclose(taus, want_tau, atol=1e-7)
+    assert taus[0] == 0.5 and taus[-1] < 1.0
+
+    got = jax.device_get(state.extra["target_params"])
+    _assert_tree_close(got, _ema_closed_form(target0, online, np.asarray(taus, np.float64)), atol=2e-6)
+    # the target's own BN statistics moved (train mode) and differ from the online network's
+    tbs = jax.device_get(state.extra["target_batch_stats"])
+    moved = lambda a, b: any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert moved(tbs, tbs0)
+    assert moved(tbs, enc(jax.device_get(state.batch_stats)))
+
+
+# --- MoCo: queue on 1 and 4 devices (on temporal-positive batches) ------------------------------------------
+
+def _run_moco(method, tx, lr_fn, cfg, init_host, batches, n_devices):
+    mesh = mesh_lib.make_mesh(n_devices)
+    state = jax.device_put(init_host, mesh_lib.replicated(mesh))
+    step_fn = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, cfg.aug), mesh)
+    out = []
+    for b in batches:
+        state, metrics = step_fn(state, mesh_lib.to_global(model_batch(b), mesh), jax.random.key(1))
+        assert bool(metrics["finite"])
+        out.append(dict(queue=np.asarray(state.extra["queue"]), ptr=int(state.extra["queue_ptr"]),
+                        loss=float(metrics["loss"]), params=jax.device_get(state.params),
+                        key_params=jax.device_get(state.extra["key_params"])))
+    return out
+
+
+def test_moco_queue_order_and_contents_same_on_one_and_four_devices(video_store):
+    steps = 6
+    cfg = tiny_cfg("moco", temporal_window=2)
+    cfg.train.steps = steps
+    method = registry.get_method(cfg)
+    k = int(cfg.moco.queue_size)
+    assert k % BATCH == 0 and k // BATCH < steps  # the queue wraps during the test
+    tx, lr_fn = make_optimizer(cfg.optim, BATCH, steps)
+    init = step_lib.init_state(method, tx, jax.random.key(0), (2, 32, 32, 1), mesh_lib.make_mesh(1))
+    init_host = jax.device_get(init)
+    assert init_host.extra["queue"].shape == (k, cfg.moco.proj_dims[-1]) and int(init_host.extra["queue_ptr"]) == 0
+    batches = host_batches(video_store, cfg, steps)
+
+    one = _run_moco(method, tx, lr_fn, cfg, init_host, batches, 1)
+    four = _run_moco(method, tx, lr_fn, cfg, init_host, batches, 4)
+
+    prev = np.asarray(init_host.extra["queue"])
+    for s, (a, b) in enumerate(zip(one, four)):
+        start = (s * BATCH) % k
+        assert a["ptr"] == b["ptr"] == (start + BATCH) % k
+        written = np.zeros(k, bool)
+        written[start:start + BATCH] = True
+        np.testing.assert_array_equal(a["queue"][~written], prev[~written])  # only the oldest slots replaced
+        assert not np.allclose(a["queue"][written], prev[written])
+        np.testing.assert_allclose(np.linalg.norm(a["queue"][written], axis=1), 1.0, atol=1e-5)  # keys are unit
+        np.testing.assert_allclose(b["queue"], a["queue"], rtol=0, atol=2e-5)  # same keys, same slots
+        np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
+        prev = a["queue"]
+
+    # the key encoder is the EMA (constant m) of the query encoder's history
+    m = float(cfg.moco.momentum)
+    want = _ema_closed_form(init_host.extra["key_params"], [o["params"] for o in one], np.full(steps, m))
+    _assert_tree_close(one[-1]["key_params"], want, atol=2e-6)

@@ -1,4 +1,9 @@
-"""Evaluation protocol 'knn' (see ../shared/PROTOCOL.md); variants '', 'cpu', 'tiny'."""
+"""kNN (PROTOCOL.md): k=20 nearest train-subset neighbours by cosine similarity on frozen features,
+votes weighted by exp(sim / 0.07).
+
+    python launch.py knn --config configs/knn.py[:cpu|:tiny] --workdir DIR --config.init=<SSL workdir> \\
+        --config.fraction=100 --config.data.store=<labelled store>
+"""
 from fetal_ssl_jax.evaluate import defaults
 
 

@@ -1,21 +1,19 @@
-"""Issue 3: BYOL's EMA target, MoCo's queue, inpainting masks and temporal positives.
+"""Issue 3: temporal-positive pairs, BYOL's EMA target, inpainting masks, the small pure pieces.
 
-Compile time dominates on CPU, so each test that steps a model compiles one step
-function (plus the init) and checks several things on it: BYOL's EMA runs on
-temporal-positive batches, and MoCo's queue test on 1 and 4 devices does too.
+Compile time dominates on CPU, so the one test that steps a model (BYOL's EMA) runs on
+temporal-positive batches and checks several things on one compiled step. MoCo's queue
+is in test_methods_queue.py, the kill-and-resume in test_methods_resume.py, and the
+other joint-embedding methods on temporal positives in test_methods_temporal.py.
 """
 from __future__ import annotations
-
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fetal_ssl_jax import configuration
 from fetal_ssl_jax.data import pretrain_pipeline
-from fetal_ssl_jax.data.frame_store import FrameStore, FrameStoreWriter
+from fetal_ssl_jax.data.frame_store import FrameStore
 from fetal_ssl_jax.methods import registry
 from fetal_ssl_jax.methods.byol import cosine_ema_rate
 from fetal_ssl_jax.methods.inpainting import erase_mask
@@ -23,45 +21,13 @@ from fetal_ssl_jax.methods.moco import enqueue
 from fetal_ssl_jax.train import mesh as mesh_lib
 from fetal_ssl_jax.train import step as step_lib
 from fetal_ssl_jax.train.optimizers import make_optimizer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VIDEO_LENGTHS = (6, 1, 9)  # 16 frames; the 1-frame video has no temporal partner
-BATCH = 16
-
-
-def frame_value(k: int) -> int:
-    """Base grey level of global frame k: 15 apart, so a crop tells which frame it came from."""
-    return 10 + 15 * k
-
-
-def tiny_cfg(name: str, **data):
-    cfg = configuration.load(os.path.join(ROOT, "configs", f"{name}.py:tiny"))
-    cfg.data.update(data)
-    return cfg
+from test_methods_helpers import (BATCH, assert_tree_close, build_video_store, ema_closed_form, frame_value,
+                                  host_batches, model_batch, tiny_cfg)
 
 
 @pytest.fixture(scope="module")
 def video_store(tmp_path_factory) -> FrameStore:
-    """Frames = base value +- 3 of texture: identifiable after crop/resize, not constant (BN-safe)."""
-    path = str(tmp_path_factory.mktemp("videos"))
-    rng = np.random.default_rng(0)
-    w = FrameStoreWriter(path, frames_per_shard=7)  # several shards: indices cross shard boundaries
-    k = 0
-    for v, n in enumerate(VIDEO_LENGTHS):
-        frames = [(frame_value(k + i) + rng.integers(-3, 4, (32, 32))).astype(np.uint8) for i in range(n)]
-        w.add_video(f"vid{v}", f"pat{v}", frames)
-        k += n
-    w.close()
-    return FrameStore.open(path)
-
-
-def host_batches(store: FrameStore, cfg, steps: int) -> list[dict[str, np.ndarray]]:
-    ds = pretrain_pipeline.make_dataset(store, cfg.data, BATCH, steps, int(cfg.seed))
-    return [dict(b) for b in ds]
-
-
-def model_batch(b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: b[k] for k in ("view1", "view2", "sample_id")}
+    return build_video_store(str(tmp_path_factory.mktemp("videos")))
 
 
 # --- temporal positives: the pipeline ------------------------------------------------------------
@@ -190,22 +156,6 @@ def test_inpainting_loss_region_and_encoder_layout():
 
 # --- BYOL: EMA target (on temporal-positive batches) ---------------------------------------------------
 
-def _ema_closed_form(start, history, rates):
-    """target_n = prod(tau) target_0 + sum_k (1 - tau_k) prod_{j>k} tau_j online_{k+1}, in float64."""
-    def combine(t0, *onl):
-        n = len(rates)
-        out = np.prod(rates) * np.asarray(t0, np.float64)
-        for k in range(n):
-            out = out + (1 - rates[k]) * np.prod(rates[k + 1:]) * np.asarray(onl[k], np.float64)
-        return out
-    return jax.tree.map(combine, start, *history)
-
-
-def _assert_tree_close(a, b, atol):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=0, atol=atol)
-
-
 def test_byol_target_is_closed_form_ema_and_tau_follows_schedule(video_store):
     steps = 4
     cfg = tiny_cfg("byol", temporal_window=2)
@@ -218,7 +168,7 @@ def test_byol_target_is_closed_form_ema_and_tau_follows_schedule(video_store):
 
     enc = lambda p: {k: p[k] for k in ("backbone", "head")}
     # a real copy: equal values, distinct buffers (donation would otherwise free the target)
-    _assert_tree_close(state.extra["target_params"], enc(state.params), 0)
+    assert_tree_close(state.extra["target_params"], enc(state.params), 0)
     ptrs = lambda t: {x.unsafe_buffer_pointer() for x in jax.tree.leaves(t)}
     assert not ptrs(state.extra["target_params"]) & ptrs(state.params)
     target0 = jax.device_get(state.extra["target_params"])
@@ -237,60 +187,9 @@ def test_byol_target_is_closed_form_ema_and_tau_follows_schedule(video_store):
     assert taus[0] == 0.5 and taus[-1] < 1.0
 
     got = jax.device_get(state.extra["target_params"])
-    _assert_tree_close(got, _ema_closed_form(target0, online, np.asarray(taus, np.float64)), atol=2e-6)
+    assert_tree_close(got, ema_closed_form(target0, online, np.asarray(taus, np.float64)), atol=2e-6)
     # the target's own BN statistics moved (train mode) and differ from the online network's
     tbs = jax.device_get(state.extra["target_batch_stats"])
     moved = lambda a, b: any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     assert moved(tbs, tbs0)
     assert moved(tbs, enc(jax.device_get(state.batch_stats)))
-
-
-# --- MoCo: queue on 1 and 4 devices (on temporal-positive batches) ------------------------------------------
-
-def _run_moco(method, tx, lr_fn, cfg, init_host, batches, n_devices):
-    mesh = mesh_lib.make_mesh(n_devices)
-    state = jax.device_put(init_host, mesh_lib.replicated(mesh))
-    step_fn = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, cfg.aug), mesh)
-    out = []
-    for b in batches:
-        state, metrics = step_fn(state, mesh_lib.to_global(model_batch(b), mesh), jax.random.key(1))
-        assert bool(metrics["finite"])
-        out.append(dict(queue=np.asarray(state.extra["queue"]), ptr=int(state.extra["queue_ptr"]),
-                        loss=float(metrics["loss"]), params=jax.device_get(state.params),
-                        key_params=jax.device_get(state.extra["key_params"])))
-    return out
-
-
-def test_moco_queue_order_and_contents_same_on_one_and_four_devices(video_store):
-    steps = 6
-    cfg = tiny_cfg("moco", temporal_window=2)
-    cfg.train.steps = steps
-    method = registry.get_method(cfg)
-    k = int(cfg.moco.queue_size)
-    assert k % BATCH == 0 and k // BATCH < steps  # the queue wraps during the test
-    tx, lr_fn = make_optimizer(cfg.optim, BATCH, steps)
-    init = step_lib.init_state(method, tx, jax.random.key(0), (2, 32, 32, 1), mesh_lib.make_mesh(1))
-    init_host = jax.device_get(init)
-    assert init_host.extra["queue"].shape == (k, cfg.moco.proj_dims[-1]) and int(init_host.extra["queue_ptr"]) == 0
-    batches = host_batches(video_store, cfg, steps)
-
-    one = _run_moco(method, tx, lr_fn, cfg, init_host, batches, 1)
-    four = _run_moco(method, tx, lr_fn, cfg, init_host, batches, 4)
-
-    prev = np.asarray(init_host.extra["queue"])
-    for s, (a, b) in enumerate(zip(one, four)):
-        start = (s * BATCH) % k
-        assert a["ptr"] == b["ptr"] == (start + BATCH) % k
-        written = np.zeros(k, bool)
-        written[start:start + BATCH] = True
-        np.testing.assert_array_equal(a["queue"][~written], prev[~written])  # only the oldest slots replaced
-        assert not np.allclose(a["queue"][written], prev[written])
-        np.testing.assert_allclose(np.linalg.norm(a["queue"][written], axis=1), 1.0, atol=1e-5)  # keys are unit
-        np.testing.assert_allclose(b["queue"], a["queue"], rtol=0, atol=2e-5)  # same keys, same slots
-        np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
-        prev = a["queue"]
-
-    # the key encoder is the EMA (constant m) of the query encoder's history
-    m = float(cfg.moco.momentum)
-    want = _ema_closed_form(init_host.extra["key_params"], [o["params"] for o in one], np.full(steps, m))
-    _assert_tree_close(one[-1]["key_params"], want, atol=2e-6)

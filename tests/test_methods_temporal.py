@@ -19,6 +19,7 @@ from fetal_ssl_jax.methods import registry
 from fetal_ssl_jax.train import mesh as mesh_lib
 from fetal_ssl_jax.train import step as step_lib
 from fetal_ssl_jax.train.optimizers import make_optimizer
+from test_methods_helpers import quick_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 16
@@ -42,7 +43,7 @@ def test_step_runs_on_temporal_positives(store, method_name):
     assert (ranges[batch["index"]] == ranges[batch["index2"]]).all()
     assert (np.abs(batch["index"] - batch["index2"]) <= 3).all()
 
-    state = step_lib.init_state(method, tx, jax.random.key(0), (2, 32, 32, 1), mesh)
+    state = jax.device_put(quick_state(method, tx), mesh_lib.replicated(mesh))  # the step is under test
     step_fn = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, cfg.aug), mesh)
     model_batch = {k: batch[k] for k in ("view1", "view2", "sample_id")}
     state, metrics = step_fn(state, mesh_lib.to_global(model_batch, mesh), jax.random.key(1))

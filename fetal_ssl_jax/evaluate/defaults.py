@@ -17,7 +17,7 @@ def eval_base(protocol: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.protocol = protocol
     c.init = "random"          # random | <SSL workdir or encoder dir> | imagenet:<state dict path>
-    c.fraction = 100           # label fraction in percent (a subset saved in the store)
+    c.fraction = 100.0         # label fraction in percent (a subset saved in the store)
     c.seed = 0                 # training seed, and the store's fraction seed unless fraction_seed >= 0
     c.fraction_seed = -1
     # Architecture for random / ImageNet init (an SSL encoder brings its own; ImageNet's depth/width
@@ -78,12 +78,15 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.
     tiny = variant == "tiny"
     c.model.update(arch="resnet18", width=0.125 if tiny else 1.0, small_stem=True)
     c.data.update(image_size=32 if tiny else 64, eval_batch_size=64 if tiny else 128)
-    if tiny:
-        c.data.update(synthetic_images=200, synthetic_patients=10)
+    if tiny:  # enough patients that val/test hold several each (the phantom varies per fetus)
+        c.data.update(synthetic_images=300, synthetic_patients=30)
     if c.protocol == "probe":
-        c.probe.update(epochs=30 if tiny else 100, batch_size=0 if tiny else 256)
+        c.probe.update(epochs=100, batch_size=0 if tiny else 256, lr=1e-2 if tiny else 1e-3)
     if c.protocol == "finetune":
-        c.train.update(batch_size=16 if tiny else 64, epochs=15 if tiny else 30, log_every=5 if tiny else 10,
-                       ckpt_every=20 if tiny else 100)
+        c.train.update(batch_size=16 if tiny else 64, epochs=15 if tiny else 30, log_every=10,
+                       ckpt_every=50 if tiny else 100, eval_every=20 if tiny else 0)
+        if tiny:
+            c.optim.update(base_lr=3e-3, lr_batch_scale=16)
+            c.data.crop_scale = (0.8, 1.0)
     c.train.progress = not tiny
     return c

@@ -78,6 +78,20 @@ class Selection:
                           default=str)
 
 
+def check_same_run(workdir: str, config_hash: str) -> None:
+    """A workdir resumes only the run that created it (else checkpoints of another config would load)."""
+    path = os.path.join(workdir, "run_identity.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f).get("config_hash")
+        if old != config_hash:
+            raise ValueError(f"{workdir} holds an unfinished fine-tune of another config ({old} != {config_hash});"
+                             " use a new --workdir, or rerun with the original overrides to resume it")
+    elif jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump({"config_hash": config_hash}, f)
+
+
 def finetune(cfg: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None) -> dict[str, Any] | None:
     """Runs (or resumes) a fine-tune; returns the metrics, or None when stopped early by ``stop_after``."""
     from fetal_ssl_jax.methods.supervised import Supervised
@@ -95,6 +109,7 @@ def finetune(cfg: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     method = Supervised(rc)
     size = int(init.image_size)
     ident = results.identity(cfg, init, subset, store)
+    check_same_run(workdir, ident["config_hash"])
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(rc.to_json_best_effort(indent=1, sort_keys=True))

@@ -9,6 +9,7 @@ only that head ever sees the test split.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import jax
@@ -94,8 +95,7 @@ def probe(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     logits = lambda a: z(a) @ fit["head"]["w"] + fit["head"]["b"]  # noqa: E731
     extra = dict(selected_epoch=fit["epoch"], epochs=int(cfg.probe.epochs), class_weights=weights.tolist(),
                  val_history=fit["val_f1"], feature_dim=int(x.shape[1]))
-    if jax.process_index() == 0:
-        import os
+    if jax.process_index() == 0:  # the selected head, for reuse
         np.savez(os.path.join(workdir, "probe_head.npz"), w=fit["head"]["w"], b=fit["head"]["b"], mean=mu,
                  std=np.broadcast_to(sd, mu.shape))
     ident = results.identity(cfg, init, subset, store)

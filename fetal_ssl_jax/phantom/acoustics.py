@@ -27,7 +27,7 @@ _T = {
     A.FLUID: (0.006, 0.05, 1, 0.0), A.MAT_FAT: (0.18, 1.0, 0, 0.3), A.MAT_MUSCLE: (0.42, 1.0, 0, 0.6),
     A.SKIN: (0.75, 1.2, 0, 0.5), A.LUNG: (0.9, 1.2, 0, 0.2), A.LIVER: (0.36, 1.0, 0, 0.2),
     A.MYO: (0.26, 1.0, 0, 0.6), A.BLOOD: (0.008, 0.15, 1, 0.0), A.WALL: (1.3, 1.2, 0, 0.8),
-    A.BONE: (2.2, 45.0, 0, 1.0), A.THYMUS: (0.26, 1.0, 0, 0.2), A.TRACHEA: (1.1, 2.0, 0, 0.8),
+    A.BONE: (2.2, 45.0, 0, 1.0), A.THYMUS: (0.26, 1.0, 0, 0.2), A.TRACHEA: (1.5, 2.0, 0, 0.8),
     A.SOFT: (0.4, 1.0, 0, 0.3), A.LEAFLET: (1.0, 1.0, 0, 0.8), A.PLACENTA: (0.45, 1.0, 0, 0.3),
 }
 TISSUES = np.array([_T[i] for i in range(len(A.TISSUE_NAMES))], dtype=np.float32)
@@ -123,37 +123,62 @@ def rf_field(amp: np.ndarray, scat: np.ndarray, ac: Acoustics) -> np.ndarray:
     """Complex IQ image: (amplitude x scatterers) convolved with the separable PSF.
 
     amp [T, D, B], scat [T, D, B, 2] -> [T, D, B, 2]. The lateral PSF widens away from the
-    focus; the two extreme beams are filtered and blended per depth (a linear blend of two
-    Gaussian-filtered versions of one field is still a complex Gaussian field).
+    focus: the field is filtered with the narrowest and the widest beam and the two are
+    blended per depth with weights whose squares sum to 1 (a blend of two Gaussian-filtered
+    versions of one complex Gaussian field is still one, with the same power).
     """
     x = scat * amp[..., None]
     x = ndimage.correlate1d(x, psf_kernel(ac.psf_axial), axis=1, mode="nearest")
     if ac.psf_lateral_far <= ac.psf_lateral + 0.05:
         return ndimage.correlate1d(x, psf_kernel(ac.psf_lateral), axis=2, mode="nearest")
     w = beam_blend(amp.shape[1], ac)
-    out = np.empty_like(x)
-    # depth bands: near-focus rows need only the narrow beam, far rows only the wide one
-    near_rows = np.flatnonzero(w < 0.98)
-    far_rows = np.flatnonzero(w > 0.02)
-    near = ndimage.correlate1d(x[:, near_rows], psf_kernel(ac.psf_lateral), axis=2, mode="nearest")
-    far = ndimage.correlate1d(x[:, far_rows], psf_kernel(ac.psf_lateral_far), axis=2, mode="nearest")
-    out[:, near_rows] = near * np.sqrt(1 - w[near_rows])[None, :, None, None]
-    both = np.isin(far_rows, near_rows)
-    out[:, far_rows[~both]] = far[:, ~both]
-    out[:, far_rows[both]] += far[:, both] * np.sqrt(w[far_rows[both]])[None, :, None, None]
+    out = ndimage.correlate1d(x, psf_kernel(ac.psf_lateral), axis=2, mode="nearest")
+    out *= np.sqrt(1 - w)[None, :, None, None]
+    far = ndimage.correlate1d(x, psf_kernel(ac.psf_lateral_far), axis=2, mode="nearest")
+    far *= np.sqrt(w)[None, :, None, None]
+    out += far
     return out
 
 
 def envelope(iq: np.ndarray) -> np.ndarray:
     """|IQ| -> [T, D, B] float32."""
-    return np.sqrt(iq[..., 0] ** 2 + iq[..., 1] ** 2)
+    return np.sqrt(intensity(iq))
+
+
+def intensity(iq: np.ndarray) -> np.ndarray:
+    """|IQ|^2 -> [T, D, B] float32."""
+    re, im = iq[..., 0], iq[..., 1]
+    out = re * re
+    out += im * im
+    return out
+
+
+def tissue_tables(ac: Acoustics) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-tissue lookup tables: scatter amplitude, attenuation, speckle correlation rho, specular weight."""
+    t = TISSUES
+    amp = t[:, 0] if not ac.tissue_jitter else t[:, 0] * np.asarray(ac.tissue_jitter, np.float32)
+    rho = np.where(t[:, 2] > 0.5, np.float32(ac.rho_blood), np.float32(ac.rho_tissue)).astype(np.float32)
+    return amp.astype(np.float32), t[:, 1].copy(), rho, t[:, 3].copy()
 
 
 def tissue_maps(labels: np.ndarray, ac: Acoustics) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Labels [T, D, B] -> scatter amplitude, attenuation, blood flag, specular weight."""
-    t = TISSUES
-    amp = t[:, 0] if not ac.tissue_jitter else t[:, 0] * np.asarray(ac.tissue_jitter, np.float32)
-    return amp[labels], t[labels, 1], t[labels, 2], t[labels, 3]
+    amp, att, _, spec = tissue_tables(ac)
+    return np.take(amp, labels), np.take(att, labels), np.take(TISSUES[:, 2], labels), np.take(spec, labels)
+
+
+def _cumsum_depth(x: np.ndarray) -> np.ndarray:
+    """In-place cumulative sum along axis 1 of [T, D, B] (row by row: ~5x faster than np.cumsum on that axis)."""
+    for i in range(1, x.shape[1]):
+        np.add(x[:, i], x[:, i - 1], out=x[:, i])
+    return x
+
+
+def tgc_gain(d: int, ac: Acoustics) -> np.ndarray:
+    """Time-gain compensation [D]: a fraction of the soft-tissue loss plus the user's slider curve."""
+    z = (np.arange(d, dtype=np.float32) + 0.5) / d
+    tgc_db = np.interp(z, [0.0, 0.33, 0.66, 1.0], [0.0, *ac.tgc_wobble]).astype(np.float32)
+    return np.exp(ac.attenuation * ac.tgc_compensation * z + tgc_db / 20.0 * np.log(10.0)).astype(np.float32)
 
 
 def amplitude_map(labels: np.ndarray, ac: Acoustics, depth_step: float) -> tuple[np.ndarray, np.ndarray]:
@@ -164,26 +189,36 @@ def amplitude_map(labels: np.ndarray, ac: Acoustics, depth_step: float) -> tuple
     compensates an average soft-tissue loss, so bone darkens what lies behind it and fluid
     brightens it.
     """
-    echo, att, blood, spec = tissue_maps(labels, ac)
+    amp_t, att_t, rho_t, spec_t = tissue_tables(ac)
+    echo = np.take(amp_t, labels)
+    spec = np.take(spec_t, labels)
     # Specular echoes where echogenicity changes along the beam (strongest for interfaces facing the probe).
     de = np.zeros_like(echo)
-    de[:, 1:-1] = np.abs(echo[:, 2:] - echo[:, :-2])
-    echo = echo + ac.specular * np.minimum(de, 1.0) * np.maximum(spec, np.roll(spec, 2, axis=1))
-    cum = np.cumsum(att, axis=1) * np.float32(depth_step)
-    d = labels.shape[1]
-    z = (np.arange(d, dtype=np.float32) + 0.5) / d
-    tgc_db = np.interp(z, [0.0, 0.33, 0.66, 1.0], [0.0, *ac.tgc_wobble]).astype(np.float32)
-    gain = np.exp(ac.attenuation * ac.tgc_compensation * z + tgc_db / 20.0 * np.log(10.0)).astype(np.float32)
-    amp = echo * np.exp(-np.float32(ac.attenuation) * cum) * gain[None, :, None]
-    rho = np.where(blood > 0.5, np.float32(ac.rho_blood), np.float32(ac.rho_tissue))
-    return amp.astype(np.float32), rho
+    np.subtract(echo[:, 2:], echo[:, :-2], out=de[:, 1:-1])
+    np.abs(de, out=de)
+    np.minimum(de, 1.0, out=de)
+    np.maximum(spec[:, 2:], spec[:, :-2], out=spec[:, 2:])  # max(spec, spec two samples shallower)
+    de *= spec
+    de *= np.float32(ac.specular)
+    echo += de
+    cum = _cumsum_depth(np.take(att_t * np.float32(-ac.attenuation * depth_step), labels))
+    np.exp(cum, out=cum)
+    echo *= cum
+    echo *= tgc_gain(labels.shape[1], ac)[None, :, None]
+    return echo, np.take(rho_t, labels)
 
 
-def log_compress(env: np.ndarray, ac: Acoustics, ref: float = 1.0) -> np.ndarray:
-    """Envelope -> display [0, 1]: dB relative to ref, window of dynamic_range dB, grey map gamma."""
-    db = 20.0 * np.log10(np.maximum(env, 1e-6) / ref) + ac.gain
-    x = np.clip((db + ac.dynamic_range) / ac.dynamic_range, 0.0, 1.0)
-    return x ** np.float32(ac.gamma) if ac.gamma != 1.0 else x
+def log_compress(env: np.ndarray, ac: Acoustics, ref: float = 1.0, intensity: bool = False) -> np.ndarray:
+    """Envelope (or its square, intensity=True) -> display [0, 1]: dB re ref, window of dynamic_range dB, grey map."""
+    x = np.maximum(env, np.float32(1e-12 if intensity else 1e-6))
+    np.log10(x, out=x)
+    x *= np.float32(10.0 if intensity else 20.0)
+    x += np.float32(ac.gain - 20.0 * np.log10(ref) + ac.dynamic_range)
+    x *= np.float32(1.0 / ac.dynamic_range)
+    np.clip(x, 0.0, 1.0, out=x)
+    if ac.gamma != 1.0:
+        np.power(x, np.float32(ac.gamma), out=x)
+    return x
 
 
 def simulate_envelope(amp: np.ndarray, rng: np.random.Generator, ac: Acoustics) -> np.ndarray:

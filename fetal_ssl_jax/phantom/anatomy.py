@@ -70,6 +70,7 @@ class Structure:
     role: str | None          # cardiac modulation: vent | atr | heart | mitral | tricuspid | artery | band
     s: np.ndarray             # [K]
     params: np.ndarray        # [K, P] (last column = vis)
+    wall_width: tuple[float, float] = (0.018, 0.12)  # wall ring: absolute + fraction of the radius
 
 
 H_, T_ = "H", "T"
@@ -116,10 +117,10 @@ def _spec() -> list[dict[str, Any]]:
             LV_: ((H_, 0.15, 0.17), 0.3, 0.14, 0, 1), 0.5: ((H_, 0.2, 0.15), 0.15, 0.07, 0, 0)}),
         dict(name="RV", kind="ell", fill=BLOOD, order=22, role="vent", keys={
             0.2: ((H_, 0.1, -0.17), 0.18, 0.1, 0, 0), C4: ((H_, 0.1, -0.205), 0.26, 0.17, -4, 1),
-            LV_: ((H_, 0.12, -0.2), 0.25, 0.12, -4, 1), RV_: ((H_, 0.1, -0.16), 0.27, 0.15, -10, 1), 0.6: ((H_, 0.1, -0.2), 0.12, 0.08, 0, 0)}),
+            LV_: ((H_, 0.14, -0.21), 0.22, 0.11, -4, 1), RV_: ((H_, 0.1, -0.16), 0.27, 0.15, -10, 1), 0.6: ((H_, 0.1, -0.2), 0.12, 0.08, 0, 0)}),
         dict(name="LA", kind="ell", fill=BLOOD, order=22, role="atr", keys={
             0.2: ((H_, -0.3, 0.15), 0.1, 0.09, 0, 0), C4: ((H_, -0.33, 0.18), 0.17, 0.16, 0, 1),
-            LV_: ((H_, -0.36, 0.2), 0.12, 0.1, 0, 1), 0.48: ((H_, -0.36, 0.2), 0.05, 0.05, 0, 0)}),
+            LV_: ((H_, -0.38, 0.22), 0.09, 0.08, 0, 1), 0.48: ((H_, -0.38, 0.22), 0.04, 0.04, 0, 0)}),
         dict(name="RA", kind="ell", fill=BLOOD, order=22, role="atr", keys={
             0.2: ((H_, -0.3, -0.18), 0.1, 0.1, 0, 0), C4: ((H_, -0.32, -0.2), 0.18, 0.17, 0, 1), 0.38: ((H_, -0.33, -0.2), 0.08, 0.08, 0, 0)}),
         dict(name="foramen_ovale", kind="ell", fill=BLOOD, order=23, role="atr", keys={
@@ -141,16 +142,16 @@ def _spec() -> list[dict[str, Any]]:
             T3: ((T_, 0.13, -0.45),) * 3 + (0.065, 1), 0.86: ((T_, 0.12, -0.42),) * 3 + (0.06, 1), 0.92: ((T_, 0.1, -0.4),) * 3 + (0.0, 0)}),
         dict(name="aorta", kind="tube", fill=BLOOD, wall=WALL, order=30, wall_order=10, role="artery", keys={
             0.35: ((H_, -0.1, 0.05),) * 3 + (0.0, 0),
-            LV_: ((H_, -0.1, 0.06), (H_, -0.22, -0.2), (H_, -0.26, -0.55), 0.09, 1),
+            LV_: ((H_, -0.08, 0.07), (H_, -0.22, -0.22), (H_, -0.3, -0.62), 0.1, 1),
             0.47: ((H_, -0.16, -0.1), (H_, -0.2, -0.22), (H_, -0.22, -0.35), 0.08, 1),
-            RV_: ((T_, -0.1, 0.0),) * 3 + (0.09, 1), V3: ((T_, 0.03, 0.1),) * 3 + (0.095, 1),
-            T3: ((T_, 0.0, 0.32), (T_, -0.03, -0.1), (T_, 0.13, -0.44), 0.08, 1),
+            RV_: ((T_, -0.1, 0.0),) * 3 + (0.09, 1), V3: ((T_, 0.03, 0.1),) * 3 + (0.105, 1),
+            T3: ((T_, 0.0, 0.32), (T_, -0.02, -0.1), (T_, 0.13, -0.44), 0.09, 1),
             0.88: ((T_, 0.0, 0.1), (T_, 0.0, -0.1), (T_, 0.1, -0.3), 0.03, 0)}),
         dict(name="pulmonary_artery", kind="tube", fill=BLOOD, wall=WALL, order=30, wall_order=10, role="artery", keys={
             0.45: ((H_, 0.0, -0.15),) * 3 + (0.0, 0),
             RV_: ((H_, 0.0, -0.14), (T_, 0.17, 0.02), (T_, 0.17, -0.34), 0.1, 1),
-            V3: ((T_, 0.3, 0.3), (T_, 0.285, 0.25), (T_, 0.27, 0.2), 0.125, 1),
-            T3: ((T_, 0.32, 0.36), (T_, 0.26, -0.02), (T_, 0.13, -0.44), 0.09, 1),
+            V3: ((T_, 0.3, 0.27), (T_, 0.295, 0.25), (T_, 0.29, 0.23), 0.135, 1),
+            T3: ((T_, 0.34, 0.34), (T_, 0.27, -0.03), (T_, 0.13, -0.44), 0.1, 1),
             0.86: ((T_, 0.25, 0.2), (T_, 0.2, 0.0), (T_, 0.13, -0.3), 0.0, 0)}),
         dict(name="right_pa", kind="tube", fill=BLOOD, wall=WALL, order=30, wall_order=10, role="artery", keys={
             0.47: ((T_, 0.15, -0.12),) * 3 + (0.0, 0),
@@ -158,10 +159,10 @@ def _spec() -> list[dict[str, Any]]:
             0.58: ((T_, 0.15, -0.12),) * 3 + (0.0, 0)}),
         dict(name="svc", kind="tube", fill=BLOOD, wall=WALL, order=30, wall_order=10, keys={
             0.44: ((T_, -0.3, 0.0),) * 3 + (0.0, 0), RV_: ((T_, -0.32, -0.02),) * 3 + (0.055, 1),
-            V3: ((T_, -0.22, -0.08),) * 3 + (0.072, 1), T3: ((T_, -0.3, 0.05),) * 3 + (0.055, 1), 0.9: ((T_, -0.3, 0.05),) * 3 + (0.0, 0)}),
-        dict(name="trachea", kind="tube", fill=FLUID, wall=TRACHEA, order=41, wall_order=40, keys={
-            0.56: ((T_, -0.06, -0.22),) * 3 + (0.0, 0), V3: ((T_, -0.06, -0.22),) * 3 + (0.052, 1),
-            T3: ((T_, -0.12, -0.2),) * 3 + (0.055, 1), NK: ((T_, 0.0, 0.08),) * 3 + (0.075, 1), 1.0: ((T_, 0.0, 0.1),) * 3 + (0.075, 1)}),
+            V3: ((T_, -0.23, -0.07),) * 3 + (0.08, 1), T3: ((T_, -0.3, 0.05),) * 3 + (0.055, 1), 0.9: ((T_, -0.3, 0.05),) * 3 + (0.0, 0)}),
+        dict(name="trachea", kind="tube", fill=FLUID, wall=TRACHEA, order=41, wall_order=40, wall_width=(0.03, 0.35), keys={
+            0.56: ((T_, -0.07, -0.24),) * 3 + (0.0, 0), V3: ((T_, -0.07, -0.24),) * 3 + (0.06, 1),
+            T3: ((T_, -0.13, -0.21),) * 3 + (0.065, 1), NK: ((T_, 0.0, 0.08),) * 3 + (0.075, 1), 1.0: ((T_, 0.0, 0.1),) * 3 + (0.075, 1)}),
         dict(name="carotid_l", kind="tube", fill=BLOOD, wall=WALL, order=30, wall_order=10, role="artery", keys={
             0.82: ((T_, 0.18, 0.0),) * 3 + (0.0, 0), NK: ((T_, 0.24, -0.02),) * 3 + (0.05, 1), 1.0: ((T_, 0.24, -0.02),) * 3 + (0.05, 1)}),
         dict(name="carotid_r", kind="tube", fill=BLOOD, wall=WALL, order=30, wall_order=10, role="artery", keys={
@@ -277,7 +278,7 @@ def build_fetus(p: dict[str, float]) -> Fetus:
         s_arr = np.array([s for s, _ in keys]) + p["plane_offset"] * (np.array([s for s, _ in keys]) > 0.2)
         structures.append(Structure(spec["name"], kind, spec.get("fill"), spec.get("wall"), spec["order"],
                                     spec.get("wall_order", spec["order"]), spec.get("role"), s_arr,
-                                    np.array(rows, dtype=np.float64)))
+                                    np.array(rows, dtype=np.float64), spec.get("wall_width", (0.018, 0.12))))
     crux = c + h * (-0.13 * d)
     return Fetus(structures, crux, p["heart_rate"], p["plane_offset"], p)
 
@@ -332,13 +333,37 @@ def _b(v: np.ndarray) -> np.ndarray:
     return v[:, None, None].astype(np.float32)
 
 
+def _bounds(st: Structure, which: str, prm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A circle (cx, cy, R) [T] in the thorax frame that contains the structure's mask in every frame."""
+    vis = prm[:, -1]
+    if st.kind == "ell":
+        return prm[:, 0], prm[:, 1], np.maximum(prm[:, 2], prm[:, 3]) * vis + 1e-3
+    if st.kind == "leaflet":
+        return prm[:, 0], prm[:, 1], (prm[:, 4] + 0.018) * vis + 1e-3
+    if st.kind == "seg":
+        cx, cy = 0.5 * (prm[:, 0] + prm[:, 2]), 0.5 * (prm[:, 1] + prm[:, 3])
+        half = 0.5 * np.hypot(prm[:, 2] - prm[:, 0], prm[:, 3] - prm[:, 1])
+        return cx, cy, half + prm[:, 4] * vis + 1e-3
+    # tube: both capsules lie in the hull of (p0, mid, p2); the wall ring is the widest pass
+    x0, y0, x1, y1, x2, y2 = (prm[:, j] for j in range(6))
+    mx, my = 0.25 * x0 + 0.5 * x1 + 0.25 * x2, 0.25 * y0 + 0.5 * y1 + 0.25 * y2
+    cx, cy = (x0 + mx + x2) / 3, (y0 + my + y2) / 3
+    ext = np.max([np.hypot(x0 - cx, y0 - cy), np.hypot(mx - cx, my - cy), np.hypot(x2 - cx, y2 - cy)], axis=0)
+    r = prm[:, 6] * vis
+    return cx, cy, ext + r + st.wall_width[0] + st.wall_width[1] * r + 1e-3
+
+
 def render_labels(fetus: Fetus, s: np.ndarray, phase: np.ndarray, X: np.ndarray, Y: np.ndarray,
-                  labels: np.ndarray) -> None:
+                  labels: np.ndarray, locate=None) -> None:
     """Paint tissue labels in place on points (X, Y) [T, ...] in the thorax frame.
 
     labels is pre-filled with the background (maternal wall, fluid, uterus); structures are
     painted in order, vessel walls before the heart and lumens after it so that outflow
     tracts open into their ventricles.
+
+    locate (optional): (cx, cy, R) thorax-frame circles [T] -> (slice, slice) of the last two
+    axes of X that holds every point inside them in every frame; each structure is then
+    evaluated on that box only (same labels, a fraction of the work).
     """
     cf = cardiac_factors(phase)
     passes: list[tuple[int, int, str, np.ndarray]] = []
@@ -353,15 +378,25 @@ def render_labels(fetus: Fetus, s: np.ndarray, phase: np.ndarray, X: np.ndarray,
         if st.wall is not None:
             passes.append((st.wall_order, i, "wall", prm))
     passes.sort(key=lambda t: (t[0], t[1]))
-    cache: dict[int, np.ndarray] = {}
+    cache: dict[int, tuple[np.ndarray, tuple[slice, slice]]] = {}
+    full = (slice(None), slice(None))
     for _, i, which, prm in passes:
         st = fetus.structures[i]
         vis = prm[:, -1]
+        if i in cache:
+            d2, box = cache.pop(i)
+        else:
+            d2, box = None, full
+            if locate is not None:
+                box = locate(*_bounds(st, which, prm))
+                if box[0].stop <= box[0].start or box[1].stop <= box[1].start:
+                    continue
+        Xb, Yb = X[(Ellipsis, *box)], Y[(Ellipsis, *box)]
         if st.kind == "ell":
             cx, cy, a, b, an = (_b(prm[:, j]) for j in range(5))
             a, b = a * _b(vis) + 1e-6, b * _b(vis) + 1e-6
             c, sn = np.cos(an), np.sin(an)
-            dx, dy = X - cx, Y - cy
+            dx, dy = Xb - cx, Yb - cy
             u = (dx * c + dy * sn) / a
             w = (dy * c - dx * sn) / b
             mask = u * u + w * w < 1.0
@@ -369,23 +404,21 @@ def render_labels(fetus: Fetus, s: np.ndarray, phase: np.ndarray, X: np.ndarray,
             hx, hy, an, _, ln = (_b(prm[:, j]) for j in range(5))
             ln = ln * _b(vis)
             x1, y1 = hx + ln * np.cos(an), hy + ln * np.sin(an)
-            mask = _seg_d2(X, Y, hx, hy, x1, y1) < (0.018 * _b(vis)) ** 2
+            mask = _seg_d2(Xb, Yb, hx, hy, x1, y1) < (0.018 * _b(vis)) ** 2
         elif st.kind == "seg":
             x0, y0, x1, y1, r = (_b(prm[:, j]) for j in range(5))
-            mask = _seg_d2(X, Y, x0, y0, x1, y1) < (r * _b(vis)) ** 2
+            mask = _seg_d2(Xb, Yb, x0, y0, x1, y1) < (r * _b(vis)) ** 2
         else:  # tube: quadratic Bezier approximated by two capsules
-            if i in cache:
-                d2 = cache.pop(i)
-            else:
+            if d2 is None:
                 x0, y0, x1, y1, x2, y2 = (prm[:, j] for j in range(6))
                 mx, my = 0.25 * x0 + 0.5 * x1 + 0.25 * x2, 0.25 * y0 + 0.5 * y1 + 0.25 * y2
-                d2 = np.minimum(_seg_d2(X, Y, _b(x0), _b(y0), _b(mx), _b(my)),
-                                _seg_d2(X, Y, _b(mx), _b(my), _b(x2), _b(y2)))
+                d2 = np.minimum(_seg_d2(Xb, Yb, _b(x0), _b(y0), _b(mx), _b(my)),
+                                _seg_d2(Xb, Yb, _b(mx), _b(my), _b(x2), _b(y2)))
                 if st.wall is not None and st.fill is not None:
-                    cache[i] = d2
+                    cache[i] = (d2, box)
             r = _b(prm[:, 6] * vis)
             if which == "wall":
-                mask = d2 < (r + 0.018 + 0.12 * r) ** 2 * (r > 0.004)
+                mask = d2 < (r + st.wall_width[0] + st.wall_width[1] * r) ** 2 * (r > 0.004)
             else:
                 mask = d2 < r * r
-        np.copyto(labels, st.wall if which == "wall" else st.fill, where=mask)
+        np.copyto(labels[(Ellipsis, *box)], st.wall if which == "wall" else st.fill, where=mask)

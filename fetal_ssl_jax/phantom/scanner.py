@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from scipy import ndimage
+from scipy import ndimage, sparse
 
 from fetal_ssl_jax.phantom import acoustics as AC
 from fetal_ssl_jax.phantom import anatomy as A
@@ -89,16 +89,33 @@ class Geometry:
     grid_x: np.ndarray        # [D, B] image-plane coordinates (depth units) of each polar sample
     grid_z: np.ndarray
     fan_index: np.ndarray     # [N] flat output pixels inside the fan
-    src: np.ndarray           # [4, N] flat polar indices of the bilinear corners
-    wts: np.ndarray           # [4, N]
+    src: np.ndarray           # [4 * sub^2, N] flat polar indices of the bilinear corners of each sub-sample
+    wts: np.ndarray           # [4 * sub^2, N] (sum to 1 per pixel)
     px_per_depth: float
     top_px: float
     apex_px: tuple[float, float]
+    resample: "sparse.csr_matrix | None" = None  # [D*B, N]: polar image (flat) @ resample = fan pixels
+
+    def __post_init__(self) -> None:
+        n, k = self.fan_index.size, self.src.shape[0]
+        m = sparse.coo_matrix((self.wts.T.ravel(), (np.repeat(np.arange(n), k), self.src.T.ravel())),
+                              shape=(n, self.depth_samples * self.beams))
+        self.resample = m.T.tocsr()  # duplicates (shared corners of sub-samples) are summed
+
+
+MIN_DEPTH_SAMPLES = 128  # small images are simulated at this resolution and area-averaged down
 
 
 @functools.lru_cache(maxsize=64)
 def geometry(style: Style, height: int, width: int) -> Geometry:
-    d_s, b_s = height, max(32, width // 2)
+    """Polar grid and scan conversion for one style and output size.
+
+    The acoustics run on at least MIN_DEPTH_SAMPLES x MIN_DEPTH_SAMPLES/2 samples; an output
+    smaller than that averages sub x sub bilinear samples per pixel, so a 64-pixel image
+    looks like a downsampled export (speckle averaged out) rather than pixel-sized speckle.
+    """
+    d_s, b_s = max(height, MIN_DEPTH_SAMPLES), max(32, width // 2, MIN_DEPTH_SAMPLES // 2)
+    sub = max(1, int(math.ceil(d_s / height)))
     r0, th = style.convex_radius, math.radians(style.half_angle_deg)
     z_top = r0 * (math.cos(th) - 1.0)
     top_m, bot_m = 0.09 * height, 0.03 * height
@@ -110,35 +127,46 @@ def geometry(style: Style, height: int, width: int) -> Geometry:
     t = -th + (np.arange(b_s) + 0.5) / b_s * 2 * th
     gx = (r[:, None] * np.sin(t)[None, :]).astype(np.float32)
     gz = (r[:, None] * np.cos(t)[None, :] - r0).astype(np.float32)
-    # scan conversion: output pixel centres -> fractional polar indices
+    # scan conversion: output pixel centres -> fractional polar indices (inside test at the centre)
+    def polar(jj, ii):
+        x = (jj - cx) / scale
+        z = (ii - top_px) / scale
+        return np.hypot(x, z + r0), np.arctan2(x, z + r0)
+
     jj, ii = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    x = (jj - cx) / scale
-    z = (ii - top_px) / scale
-    rr = np.hypot(x, z + r0)
-    tt = np.arctan2(x, z + r0)
+    rr, tt = polar(jj, ii)
     inside = (rr >= r0) & (rr <= r0 + 1) & (np.abs(tt) <= th)
-    fi = np.clip((rr - r0) * d_s - 0.5, 0, d_s - 1)
-    fb = np.clip((tt + th) / (2 * th) * b_s - 0.5, 0, b_s - 1)
-    i0 = np.minimum(np.floor(fi).astype(np.int64), d_s - 2)
-    b0 = np.minimum(np.floor(fb).astype(np.int64), b_s - 2)
-    wi, wb = fi - i0, fb - b0
     idx = np.flatnonzero(inside)
-    i0, b0, wi, wb = i0.ravel()[idx], b0.ravel()[idx], wi.ravel()[idx], wb.ravel()[idx]
-    src = np.stack([i0 * b_s + b0, i0 * b_s + b0 + 1, (i0 + 1) * b_s + b0, (i0 + 1) * b_s + b0 + 1])
-    wts = np.stack([(1 - wi) * (1 - wb), (1 - wi) * wb, wi * (1 - wb), wi * wb]).astype(np.float32)
+    srcs, wtss = [], []
+    offs = (np.arange(sub) + 0.5) / sub - 0.5
+    for oy in offs:
+        for ox in offs:
+            rr, tt = polar(jj.ravel()[idx] + ox, ii.ravel()[idx] + oy)
+            fi = np.clip((rr - r0) * d_s - 0.5, 0, d_s - 1)
+            fb = np.clip((tt + th) / (2 * th) * b_s - 0.5, 0, b_s - 1)
+            i0 = np.minimum(np.floor(fi).astype(np.int64), d_s - 2)
+            b0 = np.minimum(np.floor(fb).astype(np.int64), b_s - 2)
+            wi, wb = fi - i0, fb - b0
+            srcs.append(np.stack([i0 * b_s + b0, i0 * b_s + b0 + 1, (i0 + 1) * b_s + b0, (i0 + 1) * b_s + b0 + 1]))
+            wtss.append(np.stack([(1 - wi) * (1 - wb), (1 - wi) * wb, wi * (1 - wb), wi * wb]) / (sub * sub))
+    src = np.concatenate(srcs, 0)                     # [4 * sub^2, N]
+    wts = np.concatenate(wtss, 0).astype(np.float32)
     return Geometry(height, width, d_s, b_s, r0, th, gx, gz, idx, src, wts, float(scale), float(top_px),
                     (float(cx), float(top_px - r0 * scale)))
 
 
-def scan_convert(img: np.ndarray, geo: Geometry) -> np.ndarray:
-    """Polar display image [T, D, B] in [0, 1] -> cartesian [T, H, W] float32 (0 outside the fan)."""
+def scan_convert(img: np.ndarray, geo: Geometry, fan_only: bool = False) -> np.ndarray:
+    """Polar display image [T, D, B] in [0, 1] -> cartesian [T, H, W] float32 (0 outside the fan).
+
+    Bilinear interpolation as one precomputed sparse matrix (4 weights per fan pixel);
+    fan_only=True returns just the fan pixels [T, N] (in geo.fan_index order).
+    """
     t = img.shape[0]
-    flat = img.reshape(t, -1)
+    fan = np.asarray(img.reshape(t, -1) @ geo.resample, dtype=np.float32)
+    if fan_only:
+        return fan
     vals = np.zeros((t, geo.height * geo.width), dtype=np.float32)
-    acc = flat[:, geo.src[0]] * geo.wts[0]
-    for k in range(1, 4):
-        acc += flat[:, geo.src[k]] * geo.wts[k]
-    vals[:, geo.fan_index] = acc
+    vals[:, geo.fan_index] = fan
     return vals.reshape(t, geo.height, geo.width)
 
 
@@ -251,7 +279,7 @@ class Renderer:
         self.fetus, self.style = fetus, style
         self.geo = geometry(style, size[0], size[1])
         self.rng = rng
-        self.ac = video_acoustics(style, rng, size[0], self.geo.beams, jitter)
+        self.ac = video_acoustics(style, rng, self.geo.depth_samples, self.geo.beams, jitter)
         self.temporal = temporal
         self.pool = AC.NoisePool(rng, (self.geo.depth_samples, self.geo.beams))
         self.speckle = AC.SpeckleField(rng, (self.geo.depth_samples, self.geo.beams), self.pool)
@@ -259,6 +287,12 @@ class Renderer:
         self.background = self._background(rng)
         depth_cm = float(rng.uniform(7.0, 12.0))
         self.ui_alpha, self.ui_value = ui_overlay(style, self.geo, rng, self.ac, depth_cm, fps)
+        # compositing: out = 255 * (img * (1 - alpha) + value * alpha), rounded; img = 0 outside the fan
+        a, v = self.ui_alpha.ravel(), self.ui_value.ravel()
+        self._ui_u8 = np.clip(255.0 * v * a + 0.5, 0, 255).astype(np.uint8).reshape(self.geo.height, self.geo.width)
+        fi = self.geo.fan_index
+        self._fan_scale = (255.0 * (1 - a[fi])).astype(np.float32)
+        self._fan_offset = (255.0 * v[fi] * a[fi] + 0.5).astype(np.float32)
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
         """Image-fixed labels: maternal abdominal wall near the probe, fluid, uterine wall/placenta deep."""
@@ -277,12 +311,11 @@ class Renderer:
             lab[dd > deep[None, :]] = A.PLACENTA if rng.random() < 0.5 else A.MAT_MUSCLE
         return lab
 
-    def _window(self, pose: Pose) -> tuple[slice, slice]:
-        """Polar index window covering the fetal body in every frame (the only place anatomy is evaluated)."""
+    def _polar_box(self, pose: Pose, cx: np.ndarray, cz: np.ndarray, ext: np.ndarray) -> tuple[slice, slice]:
+        """Polar index box holding, in every frame, the image-plane discs (cx, cz, ext) [T] (depth units)."""
         g = self.geo
-        ext = 1.12 * pose.radius
-        rc = np.hypot(pose.cx, pose.cz + g.r0)
-        tc = np.arctan2(pose.cx, pose.cz + g.r0)
+        rc = np.hypot(cx, cz + g.r0)
+        tc = np.arctan2(cx, cz + g.r0)
         d0 = np.min(rc - ext) - g.r0
         d1 = np.max(rc + ext) - g.r0
         dt = np.arcsin(np.clip(ext / np.maximum(rc, 1e-6), 0, 1))
@@ -295,29 +328,62 @@ class Renderer:
         j1 = int(np.clip(np.ceil((t1 + g.half_angle) / (2 * g.half_angle) * g.beams) + 1, 0, g.beams))
         return slice(i0, i1), slice(j0, j1)
 
+    def _window(self, pose: Pose) -> tuple[slice, slice]:
+        """Polar index window covering the fetal body in every frame (the only place anatomy is evaluated)."""
+        return self._polar_box(pose, pose.cx, pose.cz, 1.12 * pose.radius)
+
     def labels(self, s: np.ndarray, phase: np.ndarray, pose: Pose) -> np.ndarray:
-        """Tissue labels [T, D, B] on the polar grid."""
+        """Tissue labels [T, D, B] on the polar grid.
+
+        Frames whose poses differ a lot (stills) are painted one at a time so that every
+        structure is evaluated only in its own small polar box.
+        """
         g = self.geo
         t = s.shape[0]
         lab = np.broadcast_to(self.background, (t, g.depth_samples, g.beams)).copy()
-        wd, wb = self._window(pose)
-        if wd.stop > wd.start and wb.stop > wb.start:
-            gx, gz = g.grid_x[wd, wb][None], g.grid_z[wd, wb][None]
-            b = lambda v: np.asarray(v, np.float32)[:, None, None]
-            dx, dz = gx - b(pose.cx), gz - b(pose.cz)
-            c, sn, rad = b(np.cos(pose.angle)), b(np.sin(pose.angle)), b(pose.radius)
-            X = (dx * c + dz * sn) / rad * b(pose.mirror)
-            Y = (dz * c - dx * sn) / rad
-            sub = np.ascontiguousarray(lab[:, wd, wb])
-            A.render_labels(self.fetus, s, phase, X, Y, sub)
-            lab[:, wd, wb] = sub
+        groups = [slice(0, t)] if self.temporal else [slice(k, k + 1) for k in range(t)]
+        for sl in groups:
+            ps = Pose(pose.cx[sl], pose.cz[sl], pose.radius[sl], pose.angle[sl], pose.mirror[sl])
+            self._paint(s[sl], phase[sl], ps, lab[sl])
         return lab
+
+    def _paint(self, s: np.ndarray, phase: np.ndarray, pose: Pose, lab: np.ndarray) -> None:
+        """Paint the fetus into lab [T, D, B] (a view) in place."""
+        g = self.geo
+        wd, wb = self._window(pose)
+        if wd.stop <= wd.start or wb.stop <= wb.start:
+            return
+        b = lambda v: np.asarray(v, np.float32)[:, None, None]
+        gx, gz = g.grid_x[wd, wb][None], g.grid_z[wd, wb][None]
+        dx, dz = gx - b(pose.cx), gz - b(pose.cz)
+        c, sn, rad = b(np.cos(pose.angle)), b(np.sin(pose.angle)), b(pose.radius)
+        X = (dx * c + dz * sn) / rad * b(pose.mirror)
+        Y = (dz * c - dx * sn) / rad
+        cos_a, sin_a = np.cos(pose.angle), np.sin(pose.angle)
+
+        def locate(tx: np.ndarray, ty: np.ndarray, tr: np.ndarray) -> tuple[slice, slice]:
+            # thorax frame -> image plane (inverse of the map above), then a polar box inside the window
+            xm = tx * pose.mirror
+            ix = pose.cx + pose.radius * (xm * cos_a - ty * sin_a)
+            iz = pose.cz + pose.radius * (xm * sin_a + ty * cos_a)
+            bd, bb = self._polar_box(pose, ix, iz, tr * pose.radius)
+            return (slice(max(bd.start, wd.start) - wd.start, max(min(bd.stop, wd.stop) - wd.start, 0)),
+                    slice(max(bb.start, wb.start) - wb.start, max(min(bb.stop, wb.stop) - wb.start, 0)))
+
+        A.render_labels(self.fetus, s, phase, X, Y, lab[:, wd, wb], locate)
 
     def render(self, s: np.ndarray, phase: np.ndarray, pose: Pose) -> np.ndarray:
         """Frames uint8 [T, H, W] for sweep positions s, cardiac phases and poses (all [T])."""
         g, ac = self.geo, self.ac
         lab = self.labels(s, phase, pose)
         amp, rho = AC.amplitude_map(lab, ac, 1.0 / g.depth_samples)
+        # Electronic noise (amplified by the TGC) adds a complex Gaussian of its own power to the
+        # echo, so echo and noise together are the scatterer field times sqrt(amp^2 + noise^2).
+        z = (np.arange(g.depth_samples, dtype=np.float32) + 0.5) / g.depth_samples
+        nz = (np.float32(ac.noise) * np.exp(ac.attenuation * ac.tgc_compensation * z)).astype(np.float32)
+        amp *= amp
+        amp += (nz * nz)[None, :, None]
+        np.sqrt(amp, out=amp)
         t = s.shape[0]
         if self.temporal:
             scat = np.empty((t, g.depth_samples, g.beams, 2), dtype=np.float32)
@@ -326,18 +392,20 @@ class Renderer:
         else:
             scat = np.stack([self.pool.draw() for _ in range(t)])
         iq = AC.rf_field(amp, scat, ac)
-        z = (np.arange(g.depth_samples, dtype=np.float32) + 0.5) / g.depth_samples
-        tgc = np.exp(ac.attenuation * ac.tgc_compensation * z).astype(np.float32)[None, :, None, None]
-        iq += np.stack([self.pool.draw() for _ in range(t)]) * (np.float32(ac.noise) * tgc)
-        disp = AC.log_compress(AC.envelope(iq), ac, self.style.ref).astype(np.float32)
+        disp = AC.log_compress(AC.intensity(iq), ac, self.style.ref, intensity=True)
         if ac.smoothing > 0.2:
             disp = ndimage.gaussian_filter(disp, (0, ac.smoothing, ac.smoothing * 0.7), truncate=2.5)
         if self.temporal and ac.persistence > 0:
             p = np.float32(ac.persistence)
             for k in range(t):
                 if self.prev is not None:
-                    disp[k] = (1 - p) * disp[k] + p * self.prev
+                    disp[k] *= 1 - p
+                    disp[k] += p * self.prev
                 self.prev = disp[k]
-        img = scan_convert(disp, g)
-        img = img * (1 - self.ui_alpha) + self.ui_value * self.ui_alpha
-        return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        fan = scan_convert(disp, g, fan_only=True)
+        fan *= self._fan_scale
+        fan += self._fan_offset
+        np.clip(fan, 0, 255, out=fan)
+        out = np.repeat(self._ui_u8[None], t, axis=0).reshape(t, -1)
+        out[:, g.fan_index] = fan.astype(np.uint8)
+        return out.reshape(t, g.height, g.width)

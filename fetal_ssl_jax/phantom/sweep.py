@@ -91,7 +91,22 @@ def video_pose(rng: np.random.Generator, n: int, base: dict[str, float], movemen
     )
 
 
-def still_poses(rng: np.random.Generator, n: int, rotation_deg: float = 180.0) -> Pose:
-    """Independent poses for n stills (each a different moment of the exam)."""
+SPINE_CLEAR_DEG = 30.0
+
+
+def still_poses(rng: np.random.Generator, n: int, rotation_deg: float = 180.0,
+                spine_clear_deg: float = SPINE_CLEAR_DEG) -> Pose:
+    """Independent poses for n stills (each a different moment of the exam).
+
+    A sonographer does not save a standard plane with the spine between the probe and the
+    heart (its shadow hides the heart): the spine stays at least spine_clear_deg away from
+    12 o'clock (angle 0). Sweeps (videos) keep every orientation.
+    """
     ps = [base_pose(rng, rotation_deg) for _ in range(n)]
+    if rotation_deg > spine_clear_deg > 0:
+        rot = np.deg2rad(rotation_deg)
+        clear = np.deg2rad(spine_clear_deg)
+        for p in ps:  # [-rot, rot] -> +-[clear, rot], order preserving, no extra random draws
+            a = p["angle"]
+            p["angle"] = float(np.sign(a) * (clear + abs(a) * (rot - clear) / rot))
     return Pose(*(np.array([p[k] for p in ps]) for k in ("cx", "cz", "radius", "angle", "mirror")))

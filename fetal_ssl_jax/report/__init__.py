@@ -1,0 +1,1 @@
+"""Report: tables (runs.csv, results.csv, report.md) and plots (PNG) from finished runs' metrics.json."""

@@ -1,0 +1,159 @@
+"""Expands a grid config (configs/paper_grid.py, configs/variance_vs_size.py) into sweep jobs.
+
+Grid config fields (ml_collections):
+  methods, pretrain_config ('configs/{method}.py'), pretrain_variant, pretrain_overrides, pretrain_processes
+  baselines ('random'), imagenet_weights (path: adds the 'imagenet' initialisation)
+  protocols, eval_config ('configs/{protocol}.py'), eval_variant, eval_overrides, fractions, seeds
+  frame_data: {name: data spec} (one pretraining per method and frame set), labelled_data: data spec
+A data spec names a prepared ``store``; or an ``export`` folder to prepare; or a phantom
+``synth_preset`` (+ ``synth_args``) to simulate first. Data jobs are shared when two specs
+need the same simulation.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import ml_collections
+
+from fetal_ssl_jax.experiments.jobs import COORD, PID, ROOT, Job, dedupe, topological
+
+
+def data_spec(store: str = "", export: str = "", synth_preset: str = "", synth_args: tuple[str, ...] = (),
+              synth_seed: int = 0, size: int = 256, stride: int = 5, prepare_args: tuple[str, ...] = ()
+              ) -> ml_collections.ConfigDict:
+    """One data source of a grid: a prepared store, an export to prepare, or a simulation."""
+    return ml_collections.ConfigDict(dict(store=store, export=export, synth_preset=synth_preset,
+                                          synth_args=tuple(synth_args), synth_seed=synth_seed, size=size,
+                                          stride=stride, prepare_args=tuple(prepare_args)))
+
+
+def fmt_fraction(f: float) -> str:
+    return f"{float(f):g}"
+
+
+def _path(p: str) -> str:
+    return p if os.path.isabs(p) else os.path.join(ROOT, p)
+
+
+class _Data:
+    """Builds the synth/prepare jobs of the grid's data specs (each simulation once)."""
+
+    def __init__(self, sweep_dir: str):
+        self.dir = os.path.join(sweep_dir, "data")
+        self.jobs: list[Job] = []
+        self._synth: dict[str, str] = {}   # key of (preset, seed, args) -> export folder
+
+    def _export(self, name: str, spec: ml_collections.ConfigDict) -> tuple[str, list[str]]:
+        if spec.export:
+            return os.path.abspath(spec.export), []
+        if not spec.synth_preset:
+            raise ValueError(f"data '{name}': give store, export or synth_preset")
+        key = repr((spec.synth_preset, int(spec.synth_seed), tuple(spec.synth_args)))
+        if key not in self._synth:
+            tag = name if name not in {os.path.basename(v) for v in self._synth.values()} else \
+                f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
+            out = os.path.join(self.dir, tag)
+            self._synth[key] = out
+            self.jobs.append(Job(id=f"data/synth-{tag}", kind="synth", workdir=out,
+                                 marker=os.path.join(out, "phantom.json"),
+                                 args=["synth", "--out", out, "--preset", spec.synth_preset, "--seed",
+                                       str(int(spec.synth_seed)), "--no-progress", *map(str, spec.synth_args)]))
+        out = self._synth[key]
+        return out, [f"data/synth-{os.path.basename(out)}"]
+
+    def frames(self, name: str, spec: ml_collections.ConfigDict) -> tuple[str, list[str]]:
+        """(frame store path, job ids it needs)."""
+        if spec.store:
+            return os.path.abspath(spec.store), []
+        export, deps = self._export(name, spec)
+        store = os.path.join(self.dir, f"frames-{name}")
+        jid = f"data/frames-{name}"
+        self.jobs.append(Job(id=jid, kind="prepare", workdir=store, marker=os.path.join(store, "manifest.json"),
+                             deps=deps, args=["prepare", "frames", "--src", os.path.join(export, "videos"), "--out",
+                                              store, "--size", str(int(spec.size)), "--stride", str(int(spec.stride)),
+                                              "--quiet", *map(str, spec.prepare_args)]))
+        return store, [jid]
+
+    def labelled(self, spec: ml_collections.ConfigDict) -> tuple[str, list[str]]:
+        if spec.store:
+            return os.path.abspath(spec.store), []
+        export, deps = self._export("labelled", spec)
+        store = os.path.join(self.dir, "labelled")
+        self.jobs.append(Job(id="data/labelled", kind="prepare", workdir=store,
+                             marker=os.path.join(store, "manifest.json"), deps=deps,
+                             args=["prepare", "images", "--csv", os.path.join(export, "labels.csv"), "--out", store,
+                                   "--size", str(int(spec.size)), "--quiet", *map(str, spec.prepare_args)]))
+        return store, ["data/labelled"]
+
+
+def _variant(path: str, variant: str) -> str:
+    return f"{path}:{variant}" if variant else path
+
+
+def expand(grid: ml_collections.ConfigDict, sweep_dir: str) -> list[Job]:
+    """All jobs of the grid, in dependency order: data, then pretraining, then evaluation."""
+    sweep_dir = os.path.abspath(sweep_dir)
+    data = _Data(sweep_dir)
+    frame_sets = dict(grid.frame_data.items()) if len(grid.methods) else {}
+    multi = len(frame_sets) > 1
+    pretrain: list[Job] = []
+    inits: list[tuple[str, str, list[str], dict[str, Any]]] = []  # (label, init spec, deps, info)
+    nproc = int(grid.get("pretrain_processes", 1))
+    for set_name, spec in frame_sets.items():
+        store, deps = data.frames(set_name, spec)
+        for method in grid.methods:
+            jid = f"pretrain/{set_name}/{method}" if multi else f"pretrain/{method}"
+            wd = os.path.join(sweep_dir, jid)
+            args = ["pretrain", "--config", _variant(_path(grid.pretrain_config.format(method=method)),
+                                                     grid.pretrain_variant),
+                    "--workdir", wd, f"--config.data.store={store}", *map(str, grid.pretrain_overrides)]
+            if nproc > 1:
+                args += ["--coordinator", COORD, "--num-processes", str(nproc), "--process-id", PID]
+            label = f"{method}@{set_name}" if multi else method
+            info = dict(method=method, init=label, pretrain_data=set_name)
+            pretrain.append(Job(id=jid, kind="pretrain", args=args, workdir=wd, deps=deps, processes=nproc,
+                                marker=os.path.join(wd, "encoder", "encoder.json"), info=info))
+            inits.append((label, wd, [jid], info))
+    for b in grid.baselines:
+        inits.append((b, b, [], dict(method=b, init=b)))
+    if grid.get("imagenet_weights", ""):
+        inits.append(("imagenet", f"imagenet:{os.path.abspath(grid.imagenet_weights)}", [],
+                      dict(method="imagenet", init="imagenet")))
+    labelled, ldeps = data.labelled(grid.labelled_data)
+    evals: list[Job] = []
+    for protocol in grid.protocols:
+        cfg = _variant(_path(grid.eval_config.format(protocol=protocol)), grid.eval_variant)
+        for label, init, deps, info in inits:
+            for frac in grid.fractions:
+                for seed in grid.seeds:
+                    jid = f"eval/{protocol}/{label}/f{fmt_fraction(frac)}/s{int(seed)}"
+                    wd = os.path.join(sweep_dir, jid)
+                    args = [protocol, "--config", cfg, "--workdir", wd, f"--config.init={init}",
+                            f"--config.fraction={fmt_fraction(frac)}", f"--config.seed={int(seed)}",
+                            f"--config.data.store={labelled}", *map(str, grid.eval_overrides)]
+                    evals.append(Job(id=jid, kind="eval", args=args, workdir=wd, deps=deps + ldeps,
+                                     marker=os.path.join(wd, "metrics.json"),
+                                     info=dict(info, protocol=protocol, fraction=float(frac), seed=int(seed))))
+    return topological(dedupe(data.jobs + pretrain + evals))
+
+
+def select(jobs: list[Job], patterns: list[str]) -> list[Job]:
+    """Jobs whose id matches any glob pattern, plus everything they depend on."""
+    import fnmatch
+    if not patterns:
+        return jobs
+    by_id = {j.id: j for j in jobs}
+    keep: set[str] = set()
+
+    def add(jid: str) -> None:
+        if jid not in keep:
+            keep.add(jid)
+            for d in by_id[jid].deps:
+                add(d)
+
+    for j in jobs:
+        if any(fnmatch.fnmatch(j.id, p) for p in patterns):
+            add(j.id)
+    return [j for j in jobs if j.id in keep]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import fcntl
 import glob
 import hashlib
 import json
@@ -24,6 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from fetal_ssl_jax.workdir_lock import WorkdirBusy, WorkdirLock
 from data_prep import fan as fan_lib
 from data_prep import readers, resize, sources
 from fetal_ssl_jax.data import records
@@ -197,14 +197,11 @@ class SettingsMismatch(RuntimeError):
     pass
 
 
-def _lock(out: str):
-    f = open(os.path.join(out, ".lock"), "w")
+def _lock(out: str) -> WorkdirLock:
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise StoreBusy(f"{out}: another `prepare frames` is writing this store") from None
-    return f
+        return WorkdirLock(out, "prepare frames").acquire()
+    except WorkdirBusy as e:
+        raise StoreBusy(str(e)) from None
 
 
 def resolve_salt(out: str, salt: str | None) -> str:
@@ -367,4 +364,4 @@ def build(src_dir: str, out: str, settings: FrameSettings | None = None, workers
         write_manifest(out, manifest)
         return BuildResult(manifest, converted=len(pending), reused=len(srcs) - len(pending))
     finally:
-        lock.close()
+        lock.release()

@@ -106,3 +106,29 @@ def test_injected_nan_stops_with_message_and_keeps_checkpoint(tmp_path):
     p = run_launch(["pretrain", *ARGS, "--workdir", wd, "--config.optim.base_lr=0.01"], devices=1)
     assert min(losses_by_step(wd)) >= 1
     assert os.path.exists(os.path.join(wd, "encoder", "encoder.json"))
+
+
+def test_sigterm_saves_and_rerun_continues(baseline, tmp_path):
+    wd = str(tmp_path)
+    proc = subprocess.Popen(launch_cmd("pretrain", *ARGS, "--workdir", wd), env=env_with_devices(4), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not os.path.exists(os.path.join(wd, "metrics.jsonl")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 75, err[-3000:]
+    assert "preempted (SIGTERM)" in err
+    saved = sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints")) if s.isdigit())
+    assert saved and saved[-1] < STEPS
+    run_launch(["pretrain", *ARGS, "--workdir", wd], devices=4)
+    a, b = losses_by_step(baseline), losses_by_step(wd)
+    np.testing.assert_array_equal([b[s] for s in sorted(a)], [a[s] for s in sorted(a)])
+
+
+def test_second_run_on_busy_workdir_is_refused(tmp_path):
+    from fetal_ssl_jax.workdir_lock import WorkdirLock
+    with WorkdirLock(str(tmp_path), "test holder"):
+        p = run_launch(["pretrain", *ARGS, "--workdir", str(tmp_path)], devices=1, check=False)
+    assert p.returncode == 2
+    assert "is in use by pid" in p.stderr and str(os.getpid()) in p.stderr

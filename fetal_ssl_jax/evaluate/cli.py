@@ -43,7 +43,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
             return 2
         print(f"already finished: {_summary(done)}")
         return 0
-    from fetal_ssl_jax.train.loop import NonFiniteError
+    from fetal_ssl_jax.train.loop import NonFiniteError, Preempted
+    from fetal_ssl_jax.workdir_lock import WorkdirBusy
     try:
         if name == "probe":
             from fetal_ssl_jax.evaluate.linear_probe import probe
@@ -57,7 +58,10 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     except NonFiniteError as e:
         print(f"launch.py {name}: {e}", file=sys.stderr)
         return 3
-    except (FileNotFoundError, KeyError, ValueError) as e:
+    except Preempted as e:
+        print(f"launch.py {name}: {e}", file=sys.stderr)
+        return 75
+    except (FileNotFoundError, KeyError, ValueError, WorkdirBusy) as e:
         print(f"launch.py {name}: {e}", file=sys.stderr)
         return 2
     if m is None:

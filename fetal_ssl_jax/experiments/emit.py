@@ -37,7 +37,7 @@ def write_commands(jobs: Sequence[Job], sweep_dir: str, python: str = sys.execut
     os.makedirs(sweep_dir, exist_ok=True)
     pending = [j for j in jobs if not j.done()]
     stage_of = {j.id: k for k, st in enumerate(stages(jobs)) for j in st}
-    lines = [j.shell(python, log=log_path(sweep_dir, j)) for j in pending]
+    lines = [j.shell(python, log=_log(sweep_dir, j)) for j in pending]
     for j in pending:
         os.makedirs(os.path.dirname(log_path(sweep_dir, j)), exist_ok=True)
     cmd_path = os.path.join(sweep_dir, "commands.txt")
@@ -49,6 +49,12 @@ def write_commands(jobs: Sequence[Job], sweep_dir: str, python: str = sys.execut
     with open(json_path, "w") as f:
         json.dump(meta, f, indent=1)
     return [cmd_path, json_path]
+
+
+def _log(sweep_dir: str, job: Job) -> str:
+    """The job's log; each process of a multi-process job writes its own (…p${PROCESS_ID}.log)."""
+    path = log_path(sweep_dir, job)
+    return path[:-len(".p0.log")] + ".p${PROCESS_ID:-0}.log" if job.processes > 1 else path
 
 
 def write_slurm(jobs: Sequence[Job], sweep_dir: str, opts: SlurmOptions, name: str = "sweep",

@@ -65,8 +65,9 @@ class Job:
             else:
                 parts.append(shlex.quote(a))
         cmd = f"{python} {shlex.quote(LAUNCH)} " + " ".join(parts)
-        if log:
-            cmd += f" >> {shlex.quote(log)} 2>&1"
+        if log:  # may hold ${PROCESS_ID}: double quotes (paths from the sweep hold no quotes or '$' otherwise)
+            cmd += f' >> "{log}" 2>&1'
+
         return f"test -e {shlex.quote(self.marker)} || {cmd}"
 
 

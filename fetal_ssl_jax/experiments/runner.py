@@ -215,7 +215,7 @@ def run_jobs(jobs: Sequence[Job], sweep_dir: str, slots: Sequence[dict[str, str]
             if not running:
                 break
             time.sleep(poll_s)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM, or a crash here: never leave orphaned jobs behind
         for r in running:
             for h in r.handles:
                 if h.poll() is None:
@@ -225,7 +225,7 @@ def run_jobs(jobs: Sequence[Job], sweep_dir: str, slots: Sequence[dict[str, str]
             state[r.job.id] = "interrupted"
             status.set(r.job.id, state="interrupted")
         status.save()
-        log(f"sweep interrupted; {sum(s == 'done' for s in state.values())}/{total} jobs finished "
+        _safe_log(log, f"sweep interrupted; {sum(s == 'done' for s in state.values())}/{total} jobs finished "
             "(rerun the same command to continue)")
         raise
     finally:
@@ -236,6 +236,13 @@ def run_jobs(jobs: Sequence[Job], sweep_dir: str, slots: Sequence[dict[str, str]
     for s in state.values():
         counts[s] = counts.get(s, 0) + 1
     return counts
+
+
+def _safe_log(log: Callable[[str], None], msg: str) -> None:
+    try:
+        log(msg)
+    except Exception:  # e.g. stdout is a closed pipe
+        pass
 
 
 def _wait(h: Handle, timeout: float = 30.0) -> int:

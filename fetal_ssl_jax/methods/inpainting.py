@@ -52,6 +52,7 @@ class Inpainting(AutoEncoder):
             raise ValueError(f"inpainting.num_rects must be (min, max) with 0 <= min <= max, max >= 1; got {(lo, hi)}")
 
     def corrupt(self, x: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Erased input and the erased-pixel mask, drawn on device from the step's loss key."""
         m = self.mcfg
         k_mask, k_fill = jax.random.split(rng)
         mask = erase_mask(k_mask, x.shape[0], x.shape[1], x.shape[2], tuple(m.num_rects), tuple(m.area),

@@ -2,8 +2,9 @@
 
 Runs in the shared train step like any SSL method. Class weights come from the label
 subset actually trained on (PROTOCOL.md) and are passed in through
-``config.supervised.class_weights``; the loss is PyTorch's weighted mean
-(sum w_y * CE / sum w_y over the actual global batch).
+``config.supervised.class_weights`` and live in the train state's ``extra`` (an array, not
+a compile-time constant, so runs that differ only in their subset share compiled code); the
+loss is PyTorch's weighted mean (sum w_y * CE / sum w_y over the actual global batch).
 """
 from __future__ import annotations
 
@@ -38,14 +39,17 @@ class Supervised(Method):
             raise ValueError("supervised.num_classes must be set (the labelled store's class count)")
         return build_backbone(self.cfg.model, num_classes=k)
 
-    def class_weights(self) -> jax.Array | None:
+    def init_extra(self, params, batch_stats, sample) -> dict:
+        k = int(self.mcfg.num_classes)
         w = tuple(self.mcfg.get("class_weights", ()) or ())
-        return jnp.asarray(w, jnp.float32) if w else None
+        if w and len(w) != k:
+            raise ValueError(f"supervised.class_weights has {len(w)} entries for {k} classes")
+        return {"class_weights": jnp.asarray(w if w else (1.0,) * k, jnp.float32)}
 
     def loss(self, params, batch_stats, extra, inputs, rng, step) -> LossOut:
         logits, batch_stats = self.apply(params, batch_stats, inputs["image"])
         labels = inputs["label"].astype(jnp.int32)
-        loss = weighted_cross_entropy(logits, labels, self.class_weights(),
+        loss = weighted_cross_entropy(logits, labels, extra["class_weights"],
                                       float(self.mcfg.get("label_smoothing", 0.0)))
         acc = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
         return loss, {"train_accuracy": acc}, batch_stats, extra

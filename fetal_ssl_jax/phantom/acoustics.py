@@ -101,14 +101,21 @@ class SpeckleField:
         self.pool = pool or NoisePool(rng, shape)
         self.z: np.ndarray | None = None
 
-    def step(self, rho: np.ndarray) -> np.ndarray:
-        """rho [D, B] (or scalar) -> field [D, B, 2]; the first call draws a fresh field."""
+    def step(self, rho: np.ndarray, innovation: np.ndarray | None = None) -> np.ndarray:
+        """rho [D, B] (or scalar) -> field [D, B, 2]; the first call draws a fresh field.
+
+        innovation: sqrt(1 - rho^2) if the caller has it already (computed for many frames at once).
+        """
         n = self.pool.draw()
         if self.z is None:
             self.z = n
         else:
             rho = np.asarray(rho, dtype=np.float32)[..., None]
-            self.z = rho * self.z + np.sqrt(1.0 - rho * rho) * n
+            q = np.sqrt(1.0 - rho * rho) if innovation is None else np.asarray(innovation, np.float32)[..., None]
+            n *= q
+            z = rho * self.z
+            z += n
+            self.z = z
         return self.z
 
 

@@ -387,8 +387,9 @@ class Renderer:
         t = s.shape[0]
         if self.temporal:
             scat = np.empty((t, g.depth_samples, g.beams, 2), dtype=np.float32)
+            innov = np.sqrt(1.0 - rho * rho)
             for k in range(t):
-                scat[k] = self.speckle.step(rho[k])
+                scat[k] = self.speckle.step(rho[k], innov[k])
         else:
             scat = np.stack([self.pool.draw() for _ in range(t)])
         iq = AC.rf_field(amp, scat, ac)

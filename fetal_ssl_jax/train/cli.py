@@ -17,15 +17,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
-    cfg = configuration.load(args.config, overrides)
+    try:
+        cfg = configuration.load(args.config, overrides)
+    except (FileNotFoundError, KeyError, ValueError, AttributeError, SyntaxError) as e:
+        print(f"launch.py pretrain: bad config: {e}", file=sys.stderr)
+        return 2
     if args.coordinator:
         cfg.dist.update(coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
-    from fetal_ssl_jax.train.loop import NonFiniteError
+    from fetal_ssl_jax.train.loop import NonFiniteError, Preempted
     from fetal_ssl_jax.train.pretrain import pretrain
+    from fetal_ssl_jax.workdir_lock import WorkdirBusy
     try:
         res = pretrain(cfg, args.workdir, stop_after=args.stop_after)
     except NonFiniteError as e:
         print(f"launch.py pretrain: {e}", file=sys.stderr)
         return 3
+    except Preempted as e:
+        print(f"launch.py pretrain: {e}", file=sys.stderr)
+        return 75
+    except WorkdirBusy as e:
+        print(f"launch.py pretrain: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"launch.py pretrain: {e}", file=sys.stderr)
+        return 2
     print(f"pretrain {cfg.method}: {res.step} steps in {res.wall_time:.1f}s; last {res.last_metrics.get('loss')}")
     return 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -22,10 +24,35 @@ from fetal_ssl_jax.train import step as step_lib
 from fetal_ssl_jax.train.checkpointing import Checkpointer
 from fetal_ssl_jax.train.logging_utils import RunLogger
 from fetal_ssl_jax.train.optimizers import make_optimizer
+from fetal_ssl_jax.workdir_lock import WorkdirLock
 
 
 class NonFiniteError(RuntimeError):
     """Raised when a step produced a non-finite loss or gradient; the state is the last good one."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM (or a pod-wide preemption notice) arrived: a checkpoint was saved; rerun to continue."""
+
+
+class _SigtermFlag:
+    """Turns SIGTERM into a flag the loop checks after each step (then saves and stops)."""
+
+    def __init__(self):
+        self.set = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
 
 
 @dataclasses.dataclass
@@ -56,6 +83,20 @@ def train_loop(*, cfg: ml_collections.ConfigDict, workdir: str, method: Method, 
     """
     mesh = mesh_lib.make_mesh()
     mesh_lib.check_batch(global_batch)
+    lock = WorkdirLock(workdir, desc).acquire() if jax.process_index() == 0 else None
+    try:
+        with _SigtermFlag() as sigterm:
+            return _run(cfg, workdir, method, make_dataset, total_steps, global_batch, image_shape, aug_cfg,
+                        optim_cfg, log_every, ckpt_every, keep, progress, seed, rankme_every, hooks, desc,
+                        initial_params, stop_after, mesh, sigterm)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(cfg, workdir, method, make_dataset, total_steps, global_batch, image_shape, aug_cfg, optim_cfg,
+         log_every, ckpt_every, keep, progress, seed, rankme_every, hooks, desc, initial_params, stop_after,
+         mesh, sigterm) -> LoopResult:
     tx, lr_fn = make_optimizer(optim_cfg, global_batch, total_steps)
     dtype = jnp.bfloat16 if cfg.model.get("dtype", "float32") == "bfloat16" else jnp.float32
     sample_shape = (2,) + tuple(image_shape)
@@ -99,11 +140,16 @@ def train_loop(*, cfg: ml_collections.ConfigDict, workdir: str, method: Method, 
                 last = logger.log(done, metrics, global_batch)
             for hook in hooks:
                 hook(done, state, metrics)
-            if done % ckpt_every == 0 or done == total_steps:
+            preempt = sigterm.set or (jax.process_count() > 1 and ckpt.manager.reached_preemption(done))
+            if done % ckpt_every == 0 or done == total_steps or preempt:
                 if pending is not None:
                     _check(*pending)
                     pending = None
                 ckpt.save(done, state, data_iter, cfg_json)
+            if preempt and done < end:
+                ckpt.wait()
+                raise Preempted(f"preempted (SIGTERM) after step {done}/{total_steps}: checkpoint saved; "
+                                "rerun the same command to continue")
         if pending is not None:
             _check(*pending)
     finally:

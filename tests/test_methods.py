@@ -193,3 +193,15 @@ def test_byol_target_is_closed_form_ema_and_tau_follows_schedule(video_store):
     moved = lambda a, b: any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     assert moved(tbs, tbs0)
     assert moved(tbs, enc(jax.device_get(state.batch_stats)))
+
+
+@pytest.mark.parametrize("size", [32, 112])
+def test_autoencoder_reconstructs_any_image_size(size):
+    """The decoder's seed map adapts (112 px = 7 * 2**4), so the output is the input's size (shapes only)."""
+    cfg = tiny_cfg("autoencoder", image_size=size)
+    m = registry.get_method(cfg)
+    x = jnp.zeros((2, size, size, 1))
+    variables = jax.eval_shape(lambda r: m.model.init(r, x, train=True), jax.random.key(0))
+    out = jax.eval_shape(lambda v: m.model.apply(v, x, train=True, mutable=["batch_stats"])[0], variables)
+    assert out["x_hat"].shape == (2, size, size, 1)
+

@@ -68,9 +68,11 @@ def test_frame_error_against_sidecar_truth():
     probs[8, 1] = 0.8      # LVOT found at frame 8, outside its window; centre frame 11
     best = P.best_frames(probs, np.arange(13), ["4CH", "LVOT"])
     fe = P.frame_errors(best, dict(plane=planes, s=s))
-    assert fe["per_plane"]["4CH"] == dict(true_frame=5, found_frame=4, error=1, in_window=True, window=[3, 6])
+    assert fe["per_plane"]["4CH"] == dict(true_frame=5, found_frame=4, error=1, in_window=True, window=[3, 6],
+                                              window_distance=0)
     assert fe["per_plane"]["LVOT"]["error"] == 3 and not fe["per_plane"]["LVOT"]["in_window"]
-    assert fe["mean_frame_error"] == 2.0 and fe["fraction_in_window"] == 0.5
+    assert fe["per_plane"]["LVOT"]["window_distance"] == 2
+    assert fe["mean_frame_error"] == 2.0 and fe["fraction_in_window"] == 0.5 and fe["mean_window_distance"] == 1.0
 
 
 def test_smoothing_keeps_shape_and_mass():

@@ -180,9 +180,11 @@ def frame_errors(best: dict[str, dict[str, Any]], truth: dict[str, Any]) -> dict
             centre = int(np.median(frames))
         f = int(b["frame"])
         per[name] = dict(true_frame=centre, found_frame=f, error=abs(f - centre), in_window=bool(planes[f] == name)
-                         if f < planes.size else False, window=[int(frames.min()), int(frames.max())])
+                         if f < planes.size else False, window=[int(frames.min()), int(frames.max())],
+                         window_distance=int(np.abs(frames - f).min()))  # 0 inside; sweeps may pass a plane twice
     errs = [v["error"] for v in per.values()]
     return dict(per_plane=per, mean_frame_error=float(np.mean(errs)) if errs else None,
+                mean_window_distance=float(np.mean([v["window_distance"] for v in per.values()])) if per else None,
                 fraction_in_window=float(np.mean([v["in_window"] for v in per.values()])) if per else None)
 
 
@@ -305,7 +307,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         print(f"{name:>6}: best frame {b['frame']}{when} score {b['score']:.3f} -> {b['png']}")
     fe = r["frame_error"]
     if fe:
-        print(f"vs sidecar truth: mean frame error {fe['mean_frame_error']:.1f} frames; "
+        print(f"vs sidecar truth: mean frame error {fe['mean_frame_error']:.1f} frames to the plane centre, "
+              f"{fe['mean_window_distance']:.1f} frames to the nearest true plane frame; "
               f"{100 * fe['fraction_in_window']:.0f}% of best frames inside the true plane window")
     print(f"wrote {out}/predictions.json, timeline.png")
     return 0

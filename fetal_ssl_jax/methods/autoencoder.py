@@ -16,6 +16,17 @@ from fetal_ssl_jax.methods.base import LossOut, Method
 from fetal_ssl_jax.models.decoder import Decoder
 
 
+def decoder_seed_size(out_size: int, minimum: int = 4) -> int:
+    """Smallest seed map >= ``minimum`` with out_size = seed * 2**k (112 px -> 7, 256 px -> 4).
+
+    Any image size works this way, and no decoder stage is below 4x4 (XLA:CPU's slow conv path).
+    """
+    seed = int(out_size)
+    while seed % 2 == 0 and seed // 2 >= minimum:
+        seed //= 2
+    return seed
+
+
 class EncoderDecoder(nn.Module):
     """Returns pooled features ``h`` and the reconstruction ``x_hat`` [B, H, W, C]."""
 
@@ -33,7 +44,8 @@ class AutoEncoder(Method):
 
     def network(self) -> nn.Module:
         dtype = self.backbone().dtype
-        decoder = Decoder(out_size=int(self.cfg.data.image_size), out_channels=1,
+        size = int(self.cfg.data.image_size)
+        decoder = Decoder(out_size=size, out_channels=1, seed_size=decoder_seed_size(size),
                           width=int(self.mcfg.decoder_width), max_width=int(self.mcfg.get("decoder_max_width", 512)),
                           dtype=dtype)
         return EncoderDecoder(self.backbone(), decoder)

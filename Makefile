@@ -14,7 +14,7 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) launch.py demo --workdir $(or $(WORKDIR),demo_out)
+	$(PY) launch.py demo --workdir $(or $(WORKDIR),runs/demo)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --durations=15 tests

@@ -2,11 +2,17 @@
 """Difficulty calibration of the simulator, printed as JSON (macro-F1 on unseen patients).
 
     python benchmarks/phantom_difficulty.py [--train-patients 40 --test-patients 16 --per-patient 30 --size 64]
+                                            [--steps 2000 --lr 3e-3 --width 0.25 --aug crop --cache DIR]
 
 1. logistic regression on 32x32 downsampled raw pixels, 100% labels (the "no features" floor);
 2. a supervised small ResNet-18 (fetal_ssl_jax.models.resnet, width 0.25; a small Flax CNN
    if that module is missing) from random init with 100% and with 1% of the labels
-   (stratified, >= 1 per class), weighted cross-entropy from the subset actually used.
+   (stratified, >= 1 per class; steps/3 steps), weighted cross-entropy from the subset
+   actually used, AdamW with warmup + cosine decay, augmentation = horizontal flip + random
+   resized crop (area 0.6-1, aspect 1/1.2-1.2) on the fly.
+
+Train and test patients are disjoint. --cache stores the generated splits keyed by a hash
+of the simulator's source, so training variants reuse them. Progress goes to stderr.
 
 Goal: CNN@100% >= 0.9, pixels far below, CNN@1% far from CNN@100% (the room for SSL).
 """

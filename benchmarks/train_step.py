@@ -43,7 +43,7 @@ def peak_memory_mb() -> float:
 
 def bench_jax(method_name: str, arch: str, size: int, batch: int, steps: int, variant: str, dtype: str) -> dict:
     cfg = configuration.load(os.path.join(ROOT, "configs", f"{method_name}.py:{variant}"))
-    cfg.model.update(arch=arch, small_stem=size <= 64, dtype=dtype, width=1.0)
+    cfg.model.update(arch=arch, small_stem=False, dtype=dtype, width=1.0)
     cfg.data.image_size = size
     cfg.train.update(batch_size=batch, steps=1000)
     method = registry.get_method(cfg)
@@ -81,7 +81,7 @@ def bench_torch(arch: str, size: int, batch: int, steps: int, proj_dims: tuple[i
     from benchmarks.torch_resnet import make_torch_resnet
     nn = torch.nn
     torch.manual_seed(0)
-    backbone = make_torch_resnet(arch, num_classes=None, in_channels=1, small_stem=size <= 64)
+    backbone = make_torch_resnet(arch, num_classes=None, in_channels=1, small_stem=False)
     feat = 512 if arch != "resnet50" else 2048
     layers, d = [], feat
     for h in proj_dims[:-1]:

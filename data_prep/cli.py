@@ -1,7 +1,8 @@
 """``launch.py prepare frames|images``: the command line of data preparation.
 
 Exit codes: 0 done; 1 some inputs were skipped and ``--strict`` was given; 2 usage
-or store error (wrong settings for an existing store, store busy, no inputs).
+or store error (wrong settings for an existing store, store busy, no inputs); 74 the
+store could not be written (disk full, permissions): what was complete before is kept.
 """
 from __future__ import annotations
 
@@ -81,9 +82,12 @@ def run_frames(args: argparse.Namespace) -> int:
     try:
         res = frames.build(args.src, args.out, st, workers=args.workers, threads=args.threads, salt=args.salt,
                            overwrite=args.overwrite, progress=not args.quiet)
-    except (frames.StoreBusy, frames.SettingsMismatch, FileNotFoundError) as e:
+    except (frames.StoreBusy, frames.SettingsMismatch, FileNotFoundError, NotADirectoryError) as e:
         print(f"prepare frames: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permissions: the message says what was kept
+        print(f"prepare frames: {e}", file=sys.stderr)
+        return 74
     m = res.manifest
     print(f"frame store {args.out}: {m['num_frames']} frames, {m['num_videos']} videos, {m['num_patients']} patients "
           f"from {m['num_sources']} sources ({res.converted} converted now, {res.reused} already done, "
@@ -113,6 +117,9 @@ def run_images(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"prepare images: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permissions: the message says what was kept
+        print(f"prepare images: {e}", file=sys.stderr)
+        return 74
     n = m["num_images"]
     print(f"labelled store {args.out}{'' if rebuilt else ' (up to date)'}: train {n['train']}, val {n['val']}, "
           f"test {n['test']} images; patients {m['num_patients']}; {len(m['skipped'])} rows skipped")

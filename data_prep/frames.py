@@ -28,6 +28,7 @@ from data_prep import fan as fan_lib
 from data_prep import readers, resize, sources
 from fetal_ssl_jax.data import records
 from fetal_ssl_jax.data.frame_store import SCHEMA, frame_record, write_manifest
+from fetal_ssl_jax.storage_errors import WriteFailed, is_disk_full, reason
 
 BUILDER = "data_prep.frames/1"
 # snappy: ~8x cheaper to write than the default codec for speckle frames, faster to read, ~20% larger
@@ -170,11 +171,16 @@ def convert_source(task: dict) -> dict:
     except MemoryError:
         part.update(status="skipped", reason="out of memory while decoding", shard=None, frames=0, videos=[])
     except Exception as e:  # a decoder bug must not stop the whole export
-        part.update(status="skipped", reason=f"{type(e).__name__}: {e}", shard=None, frames=0, videos=[])
+        if is_disk_full(e):  # the store's disk, not the source: no done-marker, so a rerun converts it
+            part.update(status="failed", reason=f"could not write {shard}: {reason(e)}", shard=None, frames=0,
+                        videos=[])
+        else:
+            part.update(status="skipped", reason=f"{type(e).__name__}: {e}", shard=None, frames=0, videos=[])
     finally:
         if writer is not None and part.get("status") != "done":
             writer.abort()
-    _atomic_json(os.path.join(out, PARTS, f"{src.key}.json"), part)
+    if part["status"] != "failed":
+        _atomic_json(os.path.join(out, PARTS, f"{src.key}.json"), part)
     return part
 
 
@@ -360,6 +366,13 @@ def build(src_dir: str, out: str, settings: FrameSettings | None = None, workers
                 bar.update(by_rel[part["source"]].size)
                 bar.set_postfix(frames=nframes, fps=f"{nframes / max(time.perf_counter() - t0, 1e-9):.0f}",
                                 skipped=nskip, refresh=False)
+        failed = [p for p in parts.values() if p["status"] == "failed"]
+        if failed:
+            kept = sum(1 for p in parts.values() if p["status"] != "failed")
+            raise WriteFailed(f"{out}: {len(failed)} of {len(srcs)} sources could not be written "
+                              f"({failed[0]['source']}: {failed[0]['reason']}); the {kept} sources done are kept "
+                              "and a rerun of the same command converts only the rest. The manifest was not "
+                              "updated (the store reads as it was before this run).")
         manifest = assemble_manifest(out, srcs, parts, st, notes)
         write_manifest(out, manifest)
         return BuildResult(manifest, converted=len(pending), reused=len(srcs) - len(pending))

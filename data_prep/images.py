@@ -15,6 +15,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
 import sys
 from typing import Sequence
 
@@ -23,9 +24,12 @@ import numpy as np
 from data_prep import fan as fan_lib
 from data_prep import readers, resize, splits
 from fetal_ssl_jax.data import records
-from fetal_ssl_jax.data.labelled_store import DEFAULT_CLASSES, SCHEMA, image_record, write_index
+from fetal_ssl_jax.data.labelled_store import (DEFAULT_CLASSES, INDEX_FILES, SCHEMA, commit_staged, image_record,
+                                               write_index)
+from fetal_ssl_jax.storage_errors import WriteFailed, is_write_error, reason
 
 BUILDER = "data_prep.images/1"
+MIN_SIDE = 16  # smaller stills are thumbnails or icons, not scan planes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,15 @@ def read_csv(csv_path: str, root: str, classes: Sequence[str]) -> tuple[list[Row
     rows: list[Row] = []
     bad: list[dict] = []
     seen: dict[str, Row] = {}
+    try:
+        _read_rows(csv_path, root, classes, lookup, rows, bad, seen)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{csv_path}: not a readable UTF-8 CSV ({type(e).__name__}: {e})") from None
+    return rows, bad
+
+
+def _read_rows(csv_path: str, root: str, classes: Sequence[str], lookup: dict[str, int], rows: list[Row],
+               bad: list[dict], seen: dict[str, Row]) -> None:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         need = {"image_path", "class", "patient_id"}
@@ -71,6 +84,9 @@ def read_csv(csv_path: str, root: str, classes: Sequence[str]) -> tuple[list[Row
             where = {"file": path or f"{os.path.basename(csv_path)}:{n}", "line": n}
             if not path:
                 bad.append(dict(where, reason="empty image_path"))
+            elif _outside(path):
+                bad.append(dict(where, reason=f"image_path {path!r} is outside --root {root} (absolute or '..'); "
+                                              "refused"))
             elif cls.lower() not in lookup:
                 bad.append(dict(where, reason=f"unknown class {cls!r} (known: {', '.join(classes)})"))
             elif not pid:
@@ -86,7 +102,14 @@ def read_csv(csv_path: str, root: str, classes: Sequence[str]) -> tuple[list[Row
                 row = Row(n, path, lookup[cls.lower()], classes[lookup[cls.lower()]], pid)
                 seen[path] = row
                 rows.append(row)
-    return rows, bad
+
+
+def _outside(path: str) -> bool:
+    """True for an absolute path or one that climbs out of the root with '..' (checked on the text)."""
+    p = path.replace("\\", "/")
+    if os.path.isabs(p) or p.startswith("/") or re.match(r"^[A-Za-z]:", p):
+        return True
+    return os.path.normpath(p).replace(os.sep, "/").split("/")[0] == ".."
 
 
 def load_image(task: tuple[str, int, str]) -> np.ndarray | str:
@@ -96,6 +119,9 @@ def load_image(task: tuple[str, int, str]) -> np.ndarray | str:
         if readers.sniff(path) not in ("image", None):
             raise readers.BadSource(f"wrong extension: content is {readers.sniff(path)}, not an image")
         img = readers.read_image(path)
+        if min(img.shape) < MIN_SIDE:
+            raise readers.BadSource(f"image too small ({img.shape[1]}x{img.shape[0]} pixels; a plane image needs "
+                                    f"at least {MIN_SIDE} a side)")
         fan = fan_lib.detect_still_fan(img) if crop == "fan" else fan_lib.full_frame(*img.shape)
         return resize.plan(fan, size).apply(img)
     except readers.BadSource as e:
@@ -155,18 +181,21 @@ def build(csv_path: str, root: str, out: str, st: ImageSettings, workers: int = 
     assign = splits.split_patients([r.patient_id for r in good_rows], [r.label for r in good_rows], nc,
                                    st.val_frac, st.test_frac, st.split_seed)
     split_of = {p: s for s, ps in assign.items() for p in ps}
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file, not a directory")
     os.makedirs(out, exist_ok=True)
-    counts: dict[str, dict[str, int]] = {}
-    train_labels: list[int] = []
-    for s in splits.SPLITS:
-        idx = [i for i, r in enumerate(good_rows) if split_of[r.patient_id] == s]
-        with records.RecordWriter(os.path.join(out, f"{s}.array_record")) as w:
-            for i in idx:
-                r = good_rows[i]
-                w.write(image_record(good_imgs[i], r.label, r.class_name, r.patient_id, r.image_path))
-        counts[s] = {c: sum(1 for i in idx if good_rows[i].label == k) for k, c in enumerate(st.classes)}
-        if s == "train":
-            train_labels = [good_rows[i].label for i in idx]
+    # Every file is staged as '<name>.new' and renamed into place only when all are written, so a full
+    # disk or a kill leaves the previous store as it was (see labelled_store.commit_staged).
+    _remove_staged(out)
+    try:
+        counts, train_labels = _write_splits(out, good_rows, good_imgs, split_of, st.classes)
+    except Exception as e:
+        _remove_staged(out)
+        if is_write_error(e):
+            raise WriteFailed(f"could not write the labelled store {out}: {reason(e)}; "
+                              + ("the previous store there is unchanged" if os.path.exists(mpath) else
+                                 "nothing was written") + f". [{type(e).__name__}: {str(e)[:300]}]") from e
+        raise
     fractions = {str(seed): splits.nested_fractions(train_labels, st.fractions, seed, nc) for seed in st.seeds}
     warnings = [f"split {s} has no images of class {c}" for s in splits.SPLITS for c in st.classes
                 if counts[s][c] == 0 and (s == "train" or sum(counts[s].values()))]
@@ -184,5 +213,41 @@ def build(csv_path: str, root: str, out: str, st: ImageSettings, workers: int = 
     }
     split_index = {"seed": st.split_seed, **{s: assign[s] for s in splits.SPLITS},
                    "val_frac": st.val_frac, "test_frac": st.test_frac}
-    write_index(out, st.classes, split_index, fractions, manifest)
+    try:
+        write_index(out, st.classes, split_index, fractions, manifest, suffix=STAGED)
+    except Exception as e:
+        _remove_staged(out)
+        if is_write_error(e):
+            raise WriteFailed(f"could not write the labelled store {out}: {reason(e)}; the previous store there "
+                              f"is unchanged. [{type(e).__name__}: {str(e)[:300]}]") from e
+        raise
+    commit_staged(out, [f"{s}.array_record" for s in splits.SPLITS] + list(INDEX_FILES), STAGED)
     return manifest, True
+
+
+STAGED = ".new"
+
+
+def _remove_staged(out: str) -> None:
+    for name in os.listdir(out):
+        if name.endswith(STAGED) or STAGED + ".tmp" in name:
+            try:
+                os.remove(os.path.join(out, name))
+            except OSError:
+                pass
+
+
+def _write_splits(out: str, good_rows: list[Row], good_imgs: list[np.ndarray], split_of: dict[str, str],
+                  classes: Sequence[str]) -> tuple[dict[str, dict[str, int]], list[int]]:
+    counts: dict[str, dict[str, int]] = {}
+    train_labels: list[int] = []
+    for s in splits.SPLITS:
+        idx = [i for i, r in enumerate(good_rows) if split_of[r.patient_id] == s]
+        with records.RecordWriter(os.path.join(out, f"{s}.array_record{STAGED}")) as w:
+            for i in idx:
+                r = good_rows[i]
+                w.write(image_record(good_imgs[i], r.label, r.class_name, r.patient_id, r.image_path))
+        counts[s] = {c: sum(1 for i in idx if good_rows[i].label == k) for k, c in enumerate(classes)}
+        if s == "train":
+            train_labels = [good_rows[i].label for i in idx]
+    return counts, train_labels

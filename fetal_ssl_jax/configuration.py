@@ -69,9 +69,19 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Sequence[str]) ->
         leaf = parts[-1]
         if leaf not in node:
             raise KeyError(f"unknown config key {key!r}")
+        try:
+            value = _parse_value(text, node[leaf])
+        except (ValueError, SyntaxError, TypeError) as e:
+            raise ValueError(f"--config.{key}={text}: not a valid {type(node[leaf]).__name__} "
+                             f"(current value {node[leaf]!r}): {e}") from None
         with node.unlocked() if hasattr(node, "unlocked") else _null():
-            node[leaf] = _parse_value(text, node[leaf])
+            node[leaf] = value
     return cfg
+
+
+def error_text(e: BaseException) -> str:
+    """An exception's message for the user (a KeyError's str() adds quotes around it)."""
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
 
 
 class _null:

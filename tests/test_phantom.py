@@ -178,3 +178,34 @@ def test_cli_preview_and_export(tmp_path):
                          "--no-progress"])
     assert cli.run(args, []) == 0
     assert (tmp_path / "x" / "labels.csv").is_file()
+
+
+@pytest.mark.parametrize("temporal", [True, False])
+def test_culled_labels_match_full_evaluation(monkeypatch, temporal):
+    """Evaluating each structure only in its polar bounding box paints exactly the same labels."""
+    from fetal_ssl_jax.phantom import scanner as S
+    from fetal_ssl_jax.phantom import sweep as W
+    from fetal_ssl_jax.phantom import synthesis as Y
+    rng = np.random.default_rng(2)
+    fetus = Y.fetus_of(0, 3, 1.0)
+    ren = S.Renderer(fetus, S.STYLES[2], (96, 96), rng, temporal=temporal)
+    s = np.linspace(0.1, 0.95, 12)
+    phase = rng.uniform(0, 1, 12)
+    pose = W.video_pose(rng, 12, W.base_pose(rng)) if temporal else W.still_poses(rng, 12)
+    culled = ren.labels(s, phase, pose)
+    full_eval = A.render_labels
+    monkeypatch.setattr(A, "render_labels", lambda *a, **k: full_eval(*a[:6]))  # drop `locate`
+    assert np.array_equal(culled, ren.labels(s, phase, pose))
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_scan_conversion_weights(size):
+    """Sparse scan conversion: weights sum to one inside the fan (a flat image stays flat), zero outside."""
+    from fetal_ssl_jax.phantom import scanner as S
+    g = S.geometry(S.STYLES[1], size, size)
+    assert g.depth_samples >= S.MIN_DEPTH_SAMPLES
+    img = np.full((2, g.depth_samples, g.beams), 0.7, np.float32)
+    out = S.scan_convert(img, g).reshape(2, -1)
+    assert np.allclose(out[:, g.fan_index], 0.7, atol=1e-5)
+    outside = np.setdiff1d(np.arange(size * size), g.fan_index)
+    assert outside.size > 0 and np.all(out[:, outside] == 0)

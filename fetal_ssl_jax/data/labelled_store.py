@@ -42,12 +42,30 @@ def _dump(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_index(store: str, classes: Sequence[str], splits: dict, fractions: dict, manifest: dict) -> None:
+INDEX_FILES = ("classes.json", "splits.json", "fractions.json", "manifest.json")  # manifest.json last
+
+
+def write_index(store: str, classes: Sequence[str], splits: dict, fractions: dict, manifest: dict,
+                suffix: str = "") -> None:
+    """Writes the index files (as ``<name><suffix>`` when staging a rebuild, see ``commit_staged``)."""
     os.makedirs(store, exist_ok=True)
-    _dump(os.path.join(store, "classes.json"), list(classes))
-    _dump(os.path.join(store, "splits.json"), splits)
-    _dump(os.path.join(store, "fractions.json"), fractions)
-    _dump(os.path.join(store, "manifest.json"), dict(manifest, schema=SCHEMA))
+    objs = (list(classes), splits, fractions, dict(manifest, schema=SCHEMA))
+    for name, obj in zip(INDEX_FILES, objs):
+        _dump(os.path.join(store, name + suffix), obj)
+
+
+def commit_staged(store: str, names: Sequence[str], suffix: str) -> None:
+    """Renames staged ``<name><suffix>`` files into place; manifest.json goes first and comes back last.
+
+    Everything that takes space was written before, so this cannot fail for lack of space; a
+    process killed in between leaves a store without manifest.json, which refuses to open
+    (never a mix of old and new files that opens).
+    """
+    manifest = os.path.join(store, "manifest.json")
+    if os.path.exists(manifest):
+        os.remove(manifest)
+    for name in sorted(names, key=lambda n: n == "manifest.json"):
+        os.replace(os.path.join(store, name + suffix), os.path.join(store, name))
 
 
 def _fraction_key(fraction: float | int | str) -> str:

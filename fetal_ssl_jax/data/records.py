@@ -51,12 +51,19 @@ class RecordWriter:
         self.count += 1
 
     def close(self) -> None:
-        self._w.close()
+        try:
+            self._w.close()  # a full disk often shows here, when the last chunk is flushed
+        except BaseException:
+            if os.path.exists(self._tmp):
+                os.remove(self._tmp)  # never leave a partial file taking the space
+            raise
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
         try:
             self._w.close()
+        except Exception:  # already failing (e.g. disk full): the partial file goes anyway
+            pass
         finally:
             if os.path.exists(self._tmp):
                 os.remove(self._tmp)

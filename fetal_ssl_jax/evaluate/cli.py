@@ -7,6 +7,7 @@ A workdir that holds metrics.json is finished and is not rerun; an unfinished fi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from fetal_ssl_jax import configuration
@@ -28,10 +29,23 @@ def _summary(m: dict) -> str:
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
     name = getattr(args, "command", None) or "finetune"
-    cfg = configuration.load(args.config, overrides)
+    try:
+        cfg = configuration.load(args.config, overrides)
+    except (FileNotFoundError, KeyError, ValueError, AttributeError, SyntaxError) as e:
+        print(f"launch.py {name}: bad config: {configuration.error_text(e)}", file=sys.stderr)
+        return 2
     if cfg.get("protocol") != name:
         print(f"launch.py {name}: {args.config} is a {cfg.get('protocol')!r} config; use configs/{name}.py",
               file=sys.stderr)
+        return 2
+    from fetal_ssl_jax.evaluate.defaults import validate
+    try:
+        validate(cfg)
+    except ValueError as e:
+        print(f"launch.py {name}: bad config: {e}", file=sys.stderr)
+        return 2
+    if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
+        print(f"launch.py {name}: --workdir {args.workdir} is a file, not a directory", file=sys.stderr)
         return 2
     from fetal_ssl_jax.evaluate import results
     if results.is_finished(args.workdir):
@@ -61,9 +75,12 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     except Preempted as e:
         print(f"launch.py {name}: {e}", file=sys.stderr)
         return 75
-    except (FileNotFoundError, KeyError, ValueError, WorkdirBusy) as e:
-        print(f"launch.py {name}: {e}", file=sys.stderr)
+    except (FileNotFoundError, NotADirectoryError, KeyError, ValueError, WorkdirBusy) as e:
+        print(f"launch.py {name}: {configuration.error_text(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permissions: the message says what was kept
+        print(f"launch.py {name}: {e}", file=sys.stderr)
+        return 74
     if m is None:
         print(f"{name}: stopped early; rerun the same command to resume")
         return 0

@@ -76,7 +76,7 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.
     if variant not in ("cpu", "tiny"):
         raise ValueError(f"unknown config variant {variant!r} (expected '', 'cpu' or 'tiny')")
     tiny = variant == "tiny"
-    c.model.update(arch="resnet18", width=0.125 if tiny else 1.0, small_stem=True)
+    c.model.update(arch="resnet18", width=0.125 if tiny else 1.0, small_stem=tiny)  # cpu: torchvision stem
     c.data.update(image_size=32 if tiny else 64, eval_batch_size=64 if tiny else 128)
     if tiny:  # enough patients that val/test hold several each (the phantom varies per fetus)
         c.data.update(synthetic_images=300, synthetic_patients=30)
@@ -90,3 +90,50 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.
             c.data.crop_scale = (0.8, 1.0)
     c.train.progress = not tiny
     return c
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Config values out of range fail here, before a store is simulated or anything is compiled."""
+    if c.get("protocol") not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {c.get('protocol')!r}")
+    if not 0 < float(c.fraction) <= 100:
+        raise ValueError(f"fraction is a percentage of the labelled train split, in (0, 100]; got {c.fraction}")
+    if int(c.seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {c.seed}")
+    if int(c.data.eval_batch_size) <= 0:
+        raise ValueError(f"data.eval_batch_size must be > 0, got {c.data.eval_batch_size}")
+    if int(c.data.image_size) < 0 or 0 < int(c.data.image_size) < 16:
+        raise ValueError(f"data.image_size must be 0 (the encoder's) or >= 16, got {c.data.image_size}")
+    if c.protocol == "probe":
+        p = c.probe
+        if int(p.epochs) <= 0:
+            raise ValueError(f"probe.epochs must be > 0, got {p.epochs}")
+        if not float(p.lr) > 0:
+            raise ValueError(f"probe.lr must be > 0, got {p.lr}")
+        if int(p.batch_size) < 0:
+            raise ValueError(f"probe.batch_size must be >= 0 (0 = full batch), got {p.batch_size}")
+        if p.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"probe.optimizer must be 'adamw' or 'sgd', got {p.optimizer!r}")
+    elif c.protocol == "knn":
+        if int(c.knn.k) <= 0:
+            raise ValueError(f"knn.k must be > 0, got {c.knn.k}")
+        if not float(c.knn.temperature) > 0:
+            raise ValueError(f"knn.temperature must be > 0, got {c.knn.temperature}")
+    else:
+        t, o = c.train, c.optim
+        if c.get("method", "supervised") != "supervised":
+            raise ValueError(f"fine-tuning trains the 'supervised' method; got method={c.method!r}")
+        for key in ("batch_size", "log_every", "ckpt_every", "keep_checkpoints"):
+            if int(t[key]) <= 0:
+                raise ValueError(f"train.{key} must be > 0, got {t[key]}")
+        if int(t.steps) < 0 or int(t.eval_every) < 0:
+            raise ValueError(f"train.steps and train.eval_every must be >= 0, got {t.steps}, {t.eval_every}")
+        if int(t.steps) == 0 and not float(t.epochs) > 0:
+            raise ValueError(f"train.epochs must be > 0 (or set train.steps), got {t.epochs}")
+        if not float(o.base_lr) > 0:
+            raise ValueError(f"optim.base_lr must be > 0, got {o.base_lr}")
+        if o.name not in ("lars", "adamw", "sgd"):
+            raise ValueError(f"optim.name must be one of lars, adamw, sgd; got {o.name!r}")
+        if float(o.weight_decay) < 0 or not 0 <= float(o.warmup_frac) < 1:
+            raise ValueError(f"optim.weight_decay must be >= 0 and optim.warmup_frac in [0, 1); "
+                             f"got {o.weight_decay}, {o.warmup_frac}")

@@ -51,6 +51,8 @@ class Selection:
         self.model_cfg, self.meta = model_cfg, meta
         self.best_f1, self.best_step, self.history = -1.0, -1, {}
         self.variables = None
+        if jax.process_index() == 0:
+            encoder_io.recover(self.dir)
         if os.path.exists(os.path.join(self.dir, encoder_io.META)):
             _, self.variables, saved = encoder_io.load_encoder(self.dir)
             self.best_f1, self.best_step = float(saved["val_macro_f1"]), int(saved["selected_step"])
@@ -73,9 +75,10 @@ class Selection:
     def _save_meta_only(self) -> None:
         path = os.path.join(self.dir, encoder_io.META)
         if jax.process_index() == 0 and os.path.exists(path):
-            with open(path, "w") as f:
+            with open(path + ".tmp", "w") as f:  # atomic: a kill mid-write must not leave half a JSON
                 json.dump(dict(self._meta(), model=self.model_cfg.to_dict()), f, indent=1, sort_keys=True,
                           default=str)
+            os.replace(path + ".tmp", path)
 
 
 def check_same_run(workdir: str, config_hash: str) -> None:
@@ -97,6 +100,8 @@ def finetune(cfg: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     from fetal_ssl_jax.methods.supervised import Supervised
     from fetal_ssl_jax.train.loop import train_loop
 
+    from fetal_ssl_jax.train import mesh as mesh_lib
+    mesh_lib.check_batch(int(cfg.train.batch_size))  # before any data is built
     os.makedirs(workdir, exist_ok=True)
     store = labelled_data.open_store(cfg, workdir)
     init = init_lib.resolve(cfg)

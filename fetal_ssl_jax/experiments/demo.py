@@ -29,6 +29,9 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         print(f"launch.py demo: {e}", file=sys.stderr)
         return 2
     workdir = os.path.abspath(args.workdir)
+    # The 24 evaluation jobs compile the same few programs: share them through JAX's persistent cache.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(workdir, "jax_cache"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     write_job_files(jobs, workdir, cfg)
     print(f"demo: {len(jobs)} steps in {workdir} (logs in {workdir}/logs)")
     try:

@@ -113,7 +113,8 @@ def confusion_grid(runs: Sequence[dict[str, Any]], protocol: str, fraction: floa
     n = len(groups)
     cols = min(4, n)
     nrows = -(-n // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.3 * cols, 3.3 * nrows + 0.5), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.3 * cols + 0.8, 3.3 * nrows + 0.5), dpi=110, squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     im = None
@@ -131,9 +132,8 @@ def confusion_grid(runs: Sequence[dict[str, Any]], protocol: str, fraction: floa
         ax.set_title(init, fontsize=9)
     fig.suptitle(f"Test confusion matrices, {protocol}, {fraction:g}% labels (counts summed over seeds)",
                  fontsize=10)
-    fig.tight_layout()
     if im is not None:
-        fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="fraction of true class")
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="fraction of true class")
     fig.savefig(path)
     plt.close(fig)
     return path

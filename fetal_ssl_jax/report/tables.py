@@ -95,7 +95,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _setting_order(key: tuple) -> tuple:
     init, protocol, fraction = key
-    rank = {"random": 1, "imagenet": 0}.get(str(init), 2)  # SSL methods first, then ImageNet, then random
+    rank = {"imagenet": 1, "random": 2}.get(str(init), 0)  # SSL methods first, then ImageNet, then random
     return (str(protocol), rank, str(init), float(fraction))
 
 

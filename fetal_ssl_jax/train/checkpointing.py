@@ -2,7 +2,9 @@
 
 A checkpoint is written to a temporary directory and renamed when complete (orbax's
 atomicity), so a run killed mid-write restores the previous complete one. Restores use
-abstract shardings, so nothing is initialised twice.
+abstract shardings, so nothing is initialised twice. A save that fails for lack of space
+(or any other storage error, also one surfacing later from an async save) raises
+``WriteFailed`` naming the checkpoint and the last complete one, which stays restorable.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Any
 import grain
 import orbax.checkpoint as ocp
 
+from fetal_ssl_jax.storage_errors import WriteFailed, is_write_error, reason
+
 
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 2, async_save: bool = True):
@@ -20,6 +24,7 @@ class Checkpointer:
                                                create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("state", "data", "config"))
+        self._pending: int | None = None  # step of a save not yet known to be complete (async)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -28,7 +33,13 @@ class Checkpointer:
         items = dict(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config))
         if data_iter is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        try:
+            self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        except Exception as e:
+            if is_write_error(e):  # may also be an earlier async save failing now
+                raise self._write_failed(self._pending if self._pending is not None else step, e) from e
+            raise
+        self._pending = step
 
     def restore(self, step: int, abstract_state: Any, data_iter: Any | None = None) -> Any:
         items = dict(state=ocp.args.StandardRestore(abstract_state))
@@ -38,8 +49,33 @@ class Checkpointer:
         return out["state"]
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            if is_write_error(e):
+                raise self._write_failed(self._pending, e) from e
+            raise
+        self._pending = None
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            try:
+                self.manager.close()
+            except Exception:  # the error (if any) was reported by wait()
+                pass
+
+    def complete_steps(self) -> list[int]:
+        """Steps with a finalised checkpoint on disk (a half-written one is a '*.orbax-checkpoint-tmp*' dir)."""
+        if not os.path.isdir(self.directory):
+            return []
+        return sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+
+    def _write_failed(self, step: int | None, e: BaseException) -> WriteFailed:
+        kept = [s for s in self.complete_steps() if s != step]
+        what = f"checkpoint {step}" if step is not None else "a checkpoint"
+        then = (f"the last complete checkpoint (step {kept[-1]}) is intact and a rerun of the same command "
+                "resumes from it" if kept else "there is no earlier checkpoint; a rerun starts again")
+        return WriteFailed(f"could not write {what} in {self.directory}: {reason(e)}; {then} once the problem "
+                           f"is fixed (free space). [{type(e).__name__}: {str(e)[:300]}]")

@@ -20,6 +20,12 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     try:
         cfg = configuration.load(args.config, overrides)
     except (FileNotFoundError, KeyError, ValueError, AttributeError, SyntaxError) as e:
+        print(f"launch.py pretrain: bad config: {configuration.error_text(e)}", file=sys.stderr)
+        return 2
+    from fetal_ssl_jax.train.pretrain import validate
+    try:
+        validate(cfg)
+    except ValueError as e:
         print(f"launch.py pretrain: bad config: {e}", file=sys.stderr)
         return 2
     if args.coordinator:
@@ -38,8 +44,11 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     except WorkdirBusy as e:
         print(f"launch.py pretrain: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"launch.py pretrain: {e}", file=sys.stderr)
+    except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, KeyError) as e:
+        print(f"launch.py pretrain: {configuration.error_text(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permissions: the message says what was kept
+        print(f"launch.py pretrain: {e}", file=sys.stderr)
+        return 74
     print(f"pretrain {cfg.method}: {res.step} steps in {res.wall_time:.1f}s; last {res.last_metrics.get('loss')}")
     return 0

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -152,9 +153,16 @@ def _run(cfg, workdir, method, make_dataset, total_steps, global_batch, image_sh
                                 "rerun the same command to continue")
         if pending is not None:
             _check(*pending)
-    finally:
-        ckpt.close()
-        logger.close()
+    except BaseException:
+        # Clean up without letting a second error (e.g. the disk is still full) hide the first one.
+        for close in (ckpt.close, logger.close):
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001
+                print(f"{desc}: while stopping, also: {type(e).__name__}: {str(e)[:500]}", file=sys.stderr)
+        raise
+    ckpt.close()
+    logger.close()
     return LoopResult(state=state, step=end, last_metrics=last, wall_time=time.time() - t0,
                       resumed_from=latest)
 

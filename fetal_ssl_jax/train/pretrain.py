@@ -18,10 +18,23 @@ from fetal_ssl_jax.train.loop import LoopResult, train_loop
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Config values out of range fail here, before any data is built or anything is compiled."""
+    from fetal_ssl_jax.methods import registry
+    if cfg.method not in registry.names() or cfg.method == "supervised":
+        raise ValueError(f"unknown method {cfg.method!r}; known: "
+                         f"{', '.join(n for n in registry.names() if n != 'supervised')}")
     t = cfg.train
-    for key in ("steps", "batch_size", "log_every", "ckpt_every"):
+    for key in ("steps", "batch_size", "log_every", "ckpt_every", "keep_checkpoints"):
         if int(t[key]) <= 0:
             raise ValueError(f"train.{key} must be > 0, got {t[key]}")
+    o = cfg.optim
+    if not float(o.base_lr) > 0:
+        raise ValueError(f"optim.base_lr must be > 0, got {o.base_lr}")
+    if o.name not in ("lars", "adamw", "sgd"):
+        raise ValueError(f"optim.name must be one of lars, adamw, sgd; got {o.name!r}")
+    for key in ("weight_decay", "warmup_steps", "grad_clip", "lr_batch_scale"):
+        if float(o.get(key, 0)) < 0 or (key == "lr_batch_scale" and float(o[key]) == 0):
+            raise ValueError(f"optim.{key} must be {'> 0' if key == 'lr_batch_scale' else '>= 0'}, got {o[key]}")
     if int(cfg.data.image_size) < 16:
         raise ValueError(f"data.image_size must be >= 16, got {cfg.data.image_size}")
     if int(cfg.data.temporal_window) < 0:
@@ -45,6 +58,9 @@ def open_store(cfg: ml_collections.ConfigDict, workdir: str) -> FrameStore:
 def pretrain(cfg: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None) -> LoopResult:
     validate(cfg)
     mesh_lib.maybe_initialize_distributed(cfg.dist.coordinator, int(cfg.dist.num_processes), int(cfg.dist.process_id))
+    mesh_lib.check_batch(int(cfg.train.batch_size))  # before any data is built
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory")
     os.makedirs(workdir, exist_ok=True)
     method = get_method(cfg)
     store = open_store(cfg, workdir)

@@ -7,20 +7,16 @@ exactly from the grain iterator state. Sample order: a fresh permutation per epo
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import grain
 import ml_collections
 import numpy as np
 
-from fetal_ssl_jax.data import host_augment
+from fetal_ssl_jax.data import batching, host_augment
 from fetal_ssl_jax.data.frame_store import FrameStore, decode_frame
 
 
-@functools.lru_cache(maxsize=4)
-def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch, 7919]).permutation(n)
 
 
 class PretrainBatches:
@@ -53,7 +49,7 @@ class PretrainBatches:
 
     def record_index(self, pos: int) -> int:
         epoch, i = divmod(pos, self.n)
-        return int(_permutation(self.n, self.seed, epoch)[i])
+        return int(batching.permutation(self.n, self.seed, epoch)[i])
 
     def partner_index(self, idx: int, rng: np.random.Generator) -> int:
         """Another frame of the same video within +-temporal_window (itself if the video has one frame)."""
@@ -90,9 +86,4 @@ def make_dataset(store: FrameStore, cfg: ml_collections.ConfigDict, global_batch
                  seed: int, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
     """IterDataset of ``num_steps`` process-local batches (checkpointable iterator state)."""
     fn = PretrainBatches(store, cfg, global_batch, seed, process_index, process_count)
-    ds = grain.MapDataset.range(num_steps).map(fn)
-    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, int(cfg.prefetch)),
-                                              prefetch_buffer_size=max(1, int(cfg.prefetch))))
-    if int(cfg.workers) > 0:
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg.workers)))
-    return it
+    return batching.batch_dataset(fn, num_steps, cfg)

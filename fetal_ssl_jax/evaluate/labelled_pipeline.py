@@ -7,20 +7,18 @@ Samples cycle through a fresh permutation of the label subset every epoch.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import grain
 import ml_collections
 import numpy as np
 
-from fetal_ssl_jax.data import host_augment, records
+from fetal_ssl_jax.data import batching, host_augment, records
 from fetal_ssl_jax.data.labelled_store import LabelledStore
 
 
-@functools.lru_cache(maxsize=4)
 def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch, 6151]).permutation(n)
+    return batching.permutation(n, seed, epoch, salt=6151)
 
 
 class LabelledBatches:
@@ -71,9 +69,4 @@ def make_dataset(store: LabelledStore, indices: np.ndarray, cfg: ml_collections.
                  global_batch: int, num_steps: int, seed: int, process_index: int = 0,
                  process_count: int = 1) -> grain.IterDataset:
     fn = LabelledBatches(store, indices, cfg, size, global_batch, seed, process_index, process_count)
-    ds = grain.MapDataset.range(num_steps).map(fn)
-    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, int(cfg.prefetch)),
-                                              prefetch_buffer_size=max(1, int(cfg.prefetch))))
-    if int(cfg.workers) > 0:
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg.workers)))
-    return it
+    return batching.batch_dataset(fn, num_steps, cfg)

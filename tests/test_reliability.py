@@ -154,7 +154,7 @@ def test_finetune_is_deterministic_and_seed_matters(env, ft_args, ft_baseline, t
 
 
 PRE = ["pretrain", "--config", os.path.join(ROOT, "configs/simclr.py:tiny"), "--config.train.steps=3",
-       "--config.train.log_every=1", "--config.train.ckpt_every=3"]
+       "--config.train.log_every=1", "--config.train.ckpt_every=3", "--config.train.rankme_every=0"]
 
 
 def test_pretrain_is_deterministic_and_seed_matters(env, tmp_path):

@@ -158,10 +158,13 @@ PRE = ["pretrain", "--config", os.path.join(ROOT, "configs/simclr.py:tiny"), "--
 
 
 def test_pretrain_is_deterministic_and_seed_matters(env, tmp_path):
+    from fetal_ssl_jax.data.synthetic_store import ensure_synthetic_store
+    store = str(tmp_path / "frames")  # one store for all three runs: only the training seed differs
+    ensure_synthetic_store(store, num_videos=4, frames=16, size=32, seed=0)
     runs = {}
     for name, extra in (("a", []), ("b", []), ("seed1", ["--config.seed=1"])):
         wd = str(tmp_path / name)
-        _ok(_run(env, PRE + ["--workdir", wd] + extra))
+        _ok(_run(env, PRE + ["--workdir", wd, f"--config.data.store={store}"] + extra))
         runs[name] = wd
     a, b, c = (losses_by_step(runs[k]) for k in ("a", "b", "seed1"))
     assert a == b and sorted(a) == [1, 2, 3]

@@ -6,14 +6,22 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# One persistent XLA compilation cache for the CLI runs of a test session: the same program
+# (same config, same device count) is compiled once, later runs load it.
+JIT_CACHE = os.path.join(tempfile.gettempdir(), f"fetal-ssl-jax-test-jitcache-{os.getuid()}")
+
+
 def env_with_devices(n: int) -> dict[str, str]:
     env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", JIT_CACHE)
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONUNBUFFERED"] = "1"

@@ -103,6 +103,7 @@ def run_frames(args: argparse.Namespace) -> int:
 
 def run_images(args: argparse.Namespace) -> int:
     from data_prep import images
+    from fetal_ssl_jax.workdir_lock import WorkdirBusy
     if not os.path.isfile(args.csv):
         print(f"prepare images: no such CSV {args.csv}", file=sys.stderr)
         return 2
@@ -114,7 +115,7 @@ def run_images(args: argparse.Namespace) -> int:
     try:
         m, rebuilt = images.build(args.csv, root, args.out, st, workers=args.workers, progress=not args.quiet,
                                   force=args.force)
-    except ValueError as e:
+    except (ValueError, WorkdirBusy) as e:
         print(f"prepare images: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, permissions: the message says what was kept

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fetal_ssl_jax.workdir_lock import WorkdirLock
 from data_prep import fan as fan_lib
 from data_prep import readers, resize, splits
 from fetal_ssl_jax.data import records
@@ -180,10 +181,18 @@ def build(csv_path: str, root: str, out: str, st: ImageSettings, workers: int = 
     nc = len(st.classes)
     assign = splits.split_patients([r.patient_id for r in good_rows], [r.label for r in good_rows], nc,
                                    st.val_frac, st.test_frac, st.split_seed)
-    split_of = {p: s for s, ps in assign.items() for p in ps}
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out} is a file, not a directory")
     os.makedirs(out, exist_ok=True)
+    with WorkdirLock(out, "prepare images"):  # one writer per store; a dead holder's lock is released
+        return _write_store(out, csv_path, csv_sha, st, good_rows, good_imgs, assign, bad, num_rows, mpath)
+
+
+def _write_store(out: str, csv_path: str, csv_sha: str, st: ImageSettings, good_rows: list, good_imgs: list,
+                 assign: dict, bad: list, num_rows: int, mpath: str) -> tuple[dict, bool]:
+    """Writes every file of the store (staged, then renamed into place); the caller holds the lock."""
+    nc = len(st.classes)
+    split_of = {p: s for s, ps in assign.items() for p in ps}
     # Every file is staged as '<name>.new' and renamed into place only when all are written, so a full
     # disk or a kill leaves the previous store as it was (see labelled_store.commit_staged).
     _remove_staged(out)

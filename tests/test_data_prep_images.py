@@ -166,3 +166,17 @@ def test_tfds_builders_without_tensorflow(store, tmp_path):
     tr = fb.as_data_source()["train"]
     assert len(tr) == 3 and [int(tr[i]["frame_index"]) for i in range(3)] == [0, 5, 10]
     assert "tensorflow" not in sys.modules
+
+
+def test_rebuild_of_a_store_in_use_is_refused(store, capsys):
+    from fetal_ssl_jax.workdir_lock import WorkdirLock
+    root, out, _ = store
+    before = open(os.path.join(out, "train.array_record"), "rb").read()
+    args = ["images", "--csv", os.path.join(root, "labels.csv"), "--out", out, "--size", "32", "--seed", "0", "1",
+            "--fractions", "1,10,50,100", "--workers", "0", "--quiet", "--force"]
+    with WorkdirLock(out, "another prepare images"):
+        assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "is in use by pid" in err and str(os.getpid()) in err
+    assert open(os.path.join(out, "train.array_record"), "rb").read() == before
+    assert cli.main(args) == 0  # the lock is free again

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from fetal_ssl_jax import configuration
+from fetal_ssl_jax import cli_errors, configuration
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str = "finetune") -> None:
@@ -29,21 +29,16 @@ def _summary(m: dict) -> str:
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
     name = getattr(args, "command", None) or "finetune"
-    try:
-        cfg = configuration.load(args.config, overrides)
-    except (FileNotFoundError, KeyError, ValueError, AttributeError, SyntaxError) as e:
-        print(f"launch.py {name}: bad config: {configuration.error_text(e)}", file=sys.stderr)
-        return 2
-    if cfg.get("protocol") != name:
-        print(f"launch.py {name}: {args.config} is a {cfg.get('protocol')!r} config; use configs/{name}.py",
-              file=sys.stderr)
-        return 2
     from fetal_ssl_jax.evaluate.defaults import validate
-    try:
+
+    def check(cfg) -> None:
+        if cfg.get("protocol") != name:
+            raise ValueError(f"{args.config} is a {cfg.get('protocol')!r} config; use configs/{name}.py")
         validate(cfg)
-    except ValueError as e:
-        print(f"launch.py {name}: bad config: {e}", file=sys.stderr)
-        return 2
+
+    cfg = cli_errors.load_config(name, args.config, overrides, check)
+    if cfg is None:
+        return cli_errors.USAGE
     if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
         print(f"launch.py {name}: --workdir {args.workdir} is a file, not a directory", file=sys.stderr)
         return 2
@@ -57,30 +52,19 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
             return 2
         print(f"already finished: {_summary(done)}")
         return 0
-    from fetal_ssl_jax.train.loop import NonFiniteError, Preempted
-    from fetal_ssl_jax.workdir_lock import WorkdirBusy
-    try:
+    def body():
         if name == "probe":
             from fetal_ssl_jax.evaluate.linear_probe import probe
-            m = probe(cfg, args.workdir)
-        elif name == "knn":
+            return probe(cfg, args.workdir)
+        if name == "knn":
             from fetal_ssl_jax.evaluate.knn import knn
-            m = knn(cfg, args.workdir)
-        else:
-            from fetal_ssl_jax.evaluate.finetune import finetune
-            m = finetune(cfg, args.workdir, stop_after=getattr(args, "stop_after", None))
-    except NonFiniteError as e:
-        print(f"launch.py {name}: {e}", file=sys.stderr)
-        return 3
-    except Preempted as e:
-        print(f"launch.py {name}: {e}", file=sys.stderr)
-        return 75
-    except (FileNotFoundError, NotADirectoryError, KeyError, ValueError, WorkdirBusy) as e:
-        print(f"launch.py {name}: {configuration.error_text(e)}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, permissions: the message says what was kept
-        print(f"launch.py {name}: {e}", file=sys.stderr)
-        return 74
+            return knn(cfg, args.workdir)
+        from fetal_ssl_jax.evaluate.finetune import finetune
+        return finetune(cfg, args.workdir, stop_after=getattr(args, "stop_after", None))
+
+    code, m = cli_errors.run_guarded(name, body)
+    if code is not None:
+        return code
     if m is None:
         print(f"{name}: stopped early; rerun the same command to resume")
         return 0

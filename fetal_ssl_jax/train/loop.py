@@ -5,6 +5,7 @@ dataset, hooks) is passed in.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -84,87 +85,77 @@ def train_loop(*, cfg: ml_collections.ConfigDict, workdir: str, method: Method, 
     """
     mesh = mesh_lib.make_mesh()
     mesh_lib.check_batch(global_batch)
-    lock = WorkdirLock(workdir, desc).acquire() if jax.process_index() == 0 else None
-    try:
-        with _SigtermFlag() as sigterm:
-            return _run(cfg, workdir, method, make_dataset, total_steps, global_batch, image_shape, aug_cfg,
-                        optim_cfg, log_every, ckpt_every, keep, progress, seed, rankme_every, hooks, desc,
-                        initial_params, stop_after, mesh, sigterm)
-    finally:
-        if lock is not None:
-            lock.release()
+    with contextlib.ExitStack() as stack:
+        if jax.process_index() == 0:  # one writer per workdir; every process computes
+            stack.enter_context(WorkdirLock(workdir, desc))
+        sigterm = stack.enter_context(_SigtermFlag())
+        tx, lr_fn = make_optimizer(optim_cfg, global_batch, total_steps)
+        dtype = jnp.bfloat16 if cfg.model.get("dtype", "float32") == "bfloat16" else jnp.float32
+        sample_shape = (2,) + tuple(image_shape)
+        ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep, async_save=bool(cfg.train.get("async_checkpoint", True)))
+        dataset = make_dataset(total_steps)
+        data_iter = iter(dataset)
 
+        root = jax.random.key(seed)
+        latest = ckpt.latest_step()
+        if latest is not None:
+            abstract = step_lib.abstract_state(method, tx, sample_shape, mesh)
+            state = ckpt.restore(latest, abstract, data_iter)
+            start = int(latest)
+        else:
+            state = step_lib.init_state(method, tx, jax.random.fold_in(root, 0), sample_shape, mesh)
+            if initial_params is not None:
+                state = initial_params(state)
+            start = 0
+        cfg_json = json.loads(cfg.to_json_best_effort())
 
-def _run(cfg, workdir, method, make_dataset, total_steps, global_batch, image_shape, aug_cfg, optim_cfg,
-         log_every, ckpt_every, keep, progress, seed, rankme_every, hooks, desc, initial_params, stop_after,
-         mesh, sigterm) -> LoopResult:
-    tx, lr_fn = make_optimizer(optim_cfg, global_batch, total_steps)
-    dtype = jnp.bfloat16 if cfg.model.get("dtype", "float32") == "bfloat16" else jnp.float32
-    sample_shape = (2,) + tuple(image_shape)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep, async_save=bool(cfg.train.get("async_checkpoint", True)))
-    dataset = make_dataset(total_steps)
-    data_iter = iter(dataset)
-
-    root = jax.random.key(seed)
-    latest = ckpt.latest_step()
-    if latest is not None:
-        abstract = step_lib.abstract_state(method, tx, sample_shape, mesh)
-        state = ckpt.restore(latest, abstract, data_iter)
-        start = int(latest)
-    else:
-        state = step_lib.init_state(method, tx, jax.random.fold_in(root, 0), sample_shape, mesh)
-        if initial_params is not None:
-            state = initial_params(state)
-        start = 0
-    cfg_json = json.loads(cfg.to_json_best_effort())
-
-    step_fn = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, aug_cfg, rankme_every, dtype,
-                                                    int(cfg.train.get('debug_nan_step', -1))), mesh)
-    step_rng = jax.random.fold_in(root, 1)
-    logger = RunLogger(workdir, total_steps, start, progress=progress, desc=desc)
-    t0 = time.time()
-    last: dict[str, float] = {}
-    end = total_steps if stop_after is None else min(total_steps, stop_after)
-    pending = None  # (step, metrics) of the previous step, checked one step late to keep dispatch async
-    try:
-        for step in range(start, end):
-            batch = mesh_lib.to_global(next(data_iter), mesh)
-            state, metrics = step_fn(state, batch, step_rng)
-            if pending is not None:
-                _check(*pending)
-            pending = (step + 1, metrics)
-            logger.advance()
-            done = step + 1
-            if done % log_every == 0 or done == end:
-                _check(*pending)
-                pending = None
-                last = logger.log(done, metrics, global_batch)
-            for hook in hooks:
-                hook(done, state, metrics)
-            preempt = sigterm.set or (jax.process_count() > 1 and ckpt.manager.reached_preemption(done))
-            if done % ckpt_every == 0 or done == total_steps or preempt:
+        step_fn = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, aug_cfg, rankme_every, dtype,
+                                                        int(cfg.train.get('debug_nan_step', -1))), mesh)
+        step_rng = jax.random.fold_in(root, 1)
+        logger = RunLogger(workdir, total_steps, start, progress=progress, desc=desc)
+        t0 = time.time()
+        last: dict[str, float] = {}
+        end = total_steps if stop_after is None else min(total_steps, stop_after)
+        pending = None  # (step, metrics) of the previous step, checked one step late to keep dispatch async
+        try:
+            for step in range(start, end):
+                batch = mesh_lib.to_global(next(data_iter), mesh)
+                state, metrics = step_fn(state, batch, step_rng)
                 if pending is not None:
                     _check(*pending)
+                pending = (step + 1, metrics)
+                logger.advance()
+                done = step + 1
+                if done % log_every == 0 or done == end:
+                    _check(*pending)
                     pending = None
-                ckpt.save(done, state, data_iter, cfg_json)
-            if preempt and done < end:
-                ckpt.wait()
-                raise Preempted(f"preempted (SIGTERM) after step {done}/{total_steps}: checkpoint saved; "
-                                "rerun the same command to continue")
-        if pending is not None:
-            _check(*pending)
-    except BaseException:
-        # Clean up without letting a second error (e.g. the disk is still full) hide the first one.
-        for close in (ckpt.close, logger.close):
-            try:
-                close()
-            except Exception as e:  # noqa: BLE001
-                print(f"{desc}: while stopping, also: {type(e).__name__}: {str(e)[:500]}", file=sys.stderr)
-        raise
-    ckpt.close()
-    logger.close()
-    return LoopResult(state=state, step=end, last_metrics=last, wall_time=time.time() - t0,
-                      resumed_from=latest)
+                    last = logger.log(done, metrics, global_batch)
+                for hook in hooks:
+                    hook(done, state, metrics)
+                preempt = sigterm.set or (jax.process_count() > 1 and ckpt.manager.reached_preemption(done))
+                if done % ckpt_every == 0 or done == total_steps or preempt:
+                    if pending is not None:
+                        _check(*pending)
+                        pending = None
+                    ckpt.save(done, state, data_iter, cfg_json)
+                if preempt and done < end:
+                    ckpt.wait()
+                    raise Preempted(f"preempted (SIGTERM) after step {done}/{total_steps}: checkpoint saved; "
+                                    "rerun the same command to continue")
+            if pending is not None:
+                _check(*pending)
+        except BaseException:
+            # Clean up without letting a second error (e.g. the disk is still full) hide the first one.
+            for close in (ckpt.close, logger.close):
+                try:
+                    close()
+                except Exception as e:  # noqa: BLE001
+                    print(f"{desc}: while stopping, also: {type(e).__name__}: {str(e)[:500]}", file=sys.stderr)
+            raise
+        ckpt.close()
+        logger.close()
+        return LoopResult(state=state, step=end, last_metrics=last, wall_time=time.time() - t0,
+                          resumed_from=latest)
 
 
 def _check(step: int, metrics: dict[str, Any]) -> None:

@@ -15,8 +15,7 @@ from fetal_ssl_jax.train.optimizers import make_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SSL_METHODS = [m for m in ("barlowtwins", "vicreg", "simclr", "byol", "moco", "autoencoder", "inpainting")
-               if os.path.exists(os.path.join(ROOT, "configs", f"{m}.py"))]
+SSL_METHODS = ("barlowtwins", "vicreg", "simclr", "byol", "moco", "autoencoder", "inpainting")
 
 
 def _setup(method_name: str, batch: int = 16, size: int = 32):

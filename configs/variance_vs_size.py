@@ -7,11 +7,12 @@ The phantom's ``design`` knob builds the two frame sets from the same preset: 'v
 every video its own patient, 'size' packs ``size_factor`` videos into each patient. Both are
 evaluated on the same labelled store (patients disjoint from all video patients). In the
 report the encoders appear as ``<method>@variance`` and ``<method>@size``.
-Variants: '' = CPU scale ('demo' preset: 32 videos of 64 frames, ResNet-18 at 64 px),
+Variants: '' = CPU scale ('demo' preset: 32 videos of 64 frames; the demo's recipe, ResNet-18 at 64 px),
 'paper' = accelerator scale, 'tiny' = tests.
 """
 import ml_collections
 
+from configs import demo
 from fetal_ssl_jax.experiments.grid import data_spec
 
 
@@ -40,6 +41,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         design: data_spec(synth_preset=preset, synth_args=("--design", design, *factor, *extra), size=size, stride=1)
         for design in ("variance", "size")})
     c.labelled_data = data_spec(synth_preset=preset, synth_args=("--design", "variance", *factor, *extra), size=size)
+    if variant == "":  # the demo's CPU recipe (AdamW, 800 steps, half-width ResNet-18)
+        c.pretrain_overrides = demo.PRETRAIN_OVERRIDES
+        c.eval_overrides = demo.EVAL_OVERRIDES
+        c.protocol_overrides = dict(demo.PROTOCOL_OVERRIDES)
     if variant == "tiny":
         c.fractions = (100.0,)
         c.seeds = (0,)

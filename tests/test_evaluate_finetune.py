@@ -47,3 +47,23 @@ def test_finetune_tiny_beats_chance_and_resumes(tmp_path, capsys):
     cfg.init = work
     init = init_lib.resolve(cfg)
     assert init.method == "supervised" and "fc" not in init.variables["params"]
+
+
+def test_step_count_has_a_floor_and_validation_cadence_a_cap():
+    from fetal_ssl_jax.evaluate import defaults
+    from fetal_ssl_jax.evaluate.finetune import eval_interval, num_steps
+    cfg = defaults.apply_variant(defaults.eval_base("finetune"), "cpu")
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.min_steps, cfg.train.max_evals) == (30, 64, 100, 25)
+    # 1% of the demo store: 13 images would be ceil(30 * 13 / 64) = 7 steps by epochs alone.
+    assert num_steps(cfg, 13) == 100
+    assert eval_interval(cfg, 13, 100) == 4        # once per "epoch" would be 100 validations
+    # 10%: 137 images are 65 steps by epochs, still under the floor; once per epoch (3 steps) is over the cap.
+    assert num_steps(cfg, 137) == 100
+    assert eval_interval(cfg, 137, 100) == 4
+    # 100%: 1370 images, 643 steps; per-epoch validation (22 steps) -> ceil(643 / 25) = 26.
+    assert num_steps(cfg, 1370) == 643
+    assert eval_interval(cfg, 1370, 643) == 26
+    cfg.train.update(steps=7, eval_every=2)        # explicit values win
+    assert num_steps(cfg, 13) == 7 and eval_interval(cfg, 13, 7) == 2
+    cfg.train.update(steps=0, eval_every=0, min_steps=0, max_evals=0)
+    assert num_steps(cfg, 13) == 7 and eval_interval(cfg, 13, 7) == 1

@@ -197,3 +197,14 @@ def test_multi_process_job_starts_one_process_per_host_with_one_coordinator(tmp_
     argv = pre[1][4]
     assert argv[argv.index("--process-id") + 1] == "1" and argv[argv.index("--num-processes") + 1] == "2"
     assert argv[argv.index("--coordinator") + 1] == pre[0][2]
+
+
+def test_protocol_overrides_reach_only_their_protocol(tmp_path):
+    """The demo shortens fine-tuning (train.epochs) without passing a fine-tune key to the probe's config."""
+    _, js = _jobs(tmp_path, "configs/demo.py")
+    evals = [j for j in js if j.kind == "eval"]
+    assert len(evals) == 2 * 2 * 2 * 3  # protocols x inits x fractions x seeds
+    for j in evals:
+        has = "--config.train.min_steps=60" in j.args
+        assert has == (j.info["protocol"] == "finetune"), j.id
+        assert "--config.model.width=0.5" in j.args  # eval_overrides still reach every protocol

@@ -65,6 +65,48 @@ def test_temporal_pairs_same_on_any_process_count(video_store):
         np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), whole[key])
 
 
+# --- rotation (host side, before the crop) ---------------------------------------------------------
+
+def _principal_axis_deg(img: np.ndarray) -> float:
+    """Orientation of the bright pixels' principal axis, degrees counter-clockwise, in (-90, 90]."""
+    ys, xs = np.nonzero(img > 127)
+    x, y = xs - xs.mean(), -(ys - ys.mean())  # y up, so counter-clockwise is positive
+    cov = np.cov(np.stack([x, y]))
+    w, v = np.linalg.eigh(cov)
+    a = np.degrees(np.arctan2(v[1, -1], v[0, -1]))
+    return (a + 90) % 180 - 90
+
+
+def test_rotation_turns_the_image_by_the_drawn_angle():
+    from fetal_ssl_jax.data import host_augment
+    bar = np.zeros((63, 63), np.uint8)
+    bar[29:34, 6:57] = 255  # horizontal bar through the centre: axis 0 degrees
+    assert abs(_principal_axis_deg(bar)) < 0.5
+    for seed in range(6):
+        out = host_augment.maybe_rotate(bar, np.random.default_rng(seed), 80.0)
+        angle = np.random.default_rng(seed).uniform(-80.0, 80.0)  # the draw maybe_rotate makes
+        diff = (_principal_axis_deg(out) - angle + 90) % 180 - 90
+        assert abs(diff) < 2.0, (seed, angle, _principal_axis_deg(out))
+        assert out.shape == bar.shape and out.dtype == np.uint8
+    rng = np.random.default_rng(0)
+    assert host_augment.maybe_rotate(bar, rng, 0.0) is bar
+    assert rng.random() == np.random.default_rng(0).random()  # rotation 0 draws nothing
+
+
+def test_rotation_off_leaves_the_pipeline_unchanged(video_store):
+    """Configs written before the rotation key existed give the same batches as rotation=0."""
+    old = tiny_cfg("barlowtwins", image_size=16)
+    del old.data["rotation"]
+    new = tiny_cfg("barlowtwins", image_size=16, rotation=0.0)
+    rot = tiny_cfg("barlowtwins", image_size=16, rotation=90.0)
+    a = pretrain_pipeline.PretrainBatches(video_store, old.data, BATCH, 0)(3)
+    b = pretrain_pipeline.PretrainBatches(video_store, new.data, BATCH, 0)(3)
+    c = pretrain_pipeline.PretrainBatches(video_store, rot.data, BATCH, 0)(3)
+    for key in ("view1", "view2", "index"):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert not np.array_equal(a["view1"], c["view1"])
+
+
 # --- small pure pieces -----------------------------------------------------------------------------
 
 def test_cosine_ema_rate_schedule():

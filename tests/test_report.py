@@ -92,3 +92,16 @@ def test_report_writes_markdown_and_plots(tree, tmp_path):
     md = open(os.path.join(tmp_path, "report.md")).read()
     assert "## Test macro-F1 (%)" in md and "![Macro-F1 vs label fraction](plots/f1_vs_fraction.png)" in md
     assert "barlowtwins@size" in md and "F1 points" in md
+
+
+def test_highlight_says_whether_the_margin_beats_the_seed_spread():
+    from fetal_ssl_jax.report.cli import highlights
+    row = lambda init, m, sd, frac=1.0: dict(protocol="probe", init=init, fraction=frac,
+                                              test_macro_f1_mean=m, test_macro_f1_std=sd)
+    big = highlights([row("barlowtwins", 0.386, 0.039), row("random", 0.299, 0.047), row("random", 0.5, 0.0, 10.0)])
+    assert len(big) == 1 and "1% labels" in big[0]
+    assert "+8.7 F1 points; larger than the seed spread, std up to 4.7" in big[0]
+    small = highlights([row("barlowtwins", 0.479, 0.063), row("random", 0.416, 0.033)])
+    assert "+6.3 F1 points; not larger than the seed spread, std up to 6.3" in small[0]
+    one_seed = highlights([row("barlowtwins", 0.4, float("nan")), row("random", 0.3, float("nan"))])
+    assert one_seed[0].endswith("(+10.0 F1 points)")

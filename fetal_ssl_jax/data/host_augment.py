@@ -1,4 +1,4 @@
-"""Cheap host-side augmentation: random resized crop and horizontal flip (PIL, uint8)."""
+"""Cheap host-side augmentation: random rotation, random resized crop and horizontal flip (PIL, uint8)."""
 from __future__ import annotations
 
 import math
@@ -38,3 +38,16 @@ def resize(img: np.ndarray, size: int, box=None) -> np.ndarray:
 
 def maybe_flip(img: np.ndarray, rng: np.random.Generator, enabled: bool = True) -> np.ndarray:
     return img[:, ::-1] if enabled and rng.random() < 0.5 else img
+
+
+def maybe_rotate(img: np.ndarray, rng: np.random.Generator, max_degrees: float) -> np.ndarray:
+    """Rotates about the centre by an angle uniform in [-max_degrees, max_degrees]; corners filled with 0.
+
+    In fetal echo the thorax lies at any angle in the sector (the probe and the fetus both turn), so
+    rotation is a nuisance the encoder should ignore. 0 disables it and draws no random number,
+    which keeps the random stream (and so every crop) of runs without rotation unchanged.
+    """
+    if max_degrees <= 0:
+        return img
+    angle = float(rng.uniform(-max_degrees, max_degrees))
+    return np.asarray(Image.fromarray(img).rotate(angle, resample=Image.BILINEAR, fillcolor=0))

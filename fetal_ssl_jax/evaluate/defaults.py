@@ -61,8 +61,10 @@ def eval_base(protocol: str) -> ml_collections.ConfigDict:
             name="adamw", base_lr=1e-3, lr_batch_scale=64, warmup_steps=0, warmup_frac=0.05,
             weight_decay=1e-4, momentum=0.9, trust_coefficient=0.001, b1=0.9, b2=0.999,
             end_lr_factor=0.0, grad_clip=0.0))
-        c.train.update(steps=0, epochs=30,  # steps 0 = epochs * subset size / batch_size
-                       batch_size=64, eval_every=0,  # eval_every 0 = once per epoch (validation macro-F1)
+        c.train.update(steps=0, epochs=30,  # steps 0 = epochs * subset size / batch_size, at least min_steps
+                       min_steps=100,  # 1% labels: 30 epochs of a dozen images would be a handful of steps
+                       batch_size=64, eval_every=0,  # eval_every 0 = once per epoch (validation macro-F1) ...
+                       max_evals=25,                 # ... but at most this many validations per run
                        log_every=10, ckpt_every=200, keep_checkpoints=2, async_checkpoint=True,
                        debug_nan_step=-1)
         c.supervised = ml_collections.ConfigDict(dict(
@@ -84,6 +86,7 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.
         c.probe.update(epochs=100, batch_size=0 if tiny else 256, lr=1e-2 if tiny else 1e-3)
     if c.protocol == "finetune":
         c.train.update(batch_size=16 if tiny else 64, epochs=15 if tiny else 30, log_every=10,
+                       min_steps=0 if tiny else 100,
                        ckpt_every=50 if tiny else 100, eval_every=20 if tiny else 0)
         if tiny:
             c.optim.update(base_lr=3e-3, lr_batch_scale=16)
@@ -126,8 +129,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
         for key in ("batch_size", "log_every", "ckpt_every", "keep_checkpoints"):
             if int(t[key]) <= 0:
                 raise ValueError(f"train.{key} must be > 0, got {t[key]}")
-        if int(t.steps) < 0 or int(t.eval_every) < 0:
-            raise ValueError(f"train.steps and train.eval_every must be >= 0, got {t.steps}, {t.eval_every}")
+        for key in ("steps", "eval_every", "min_steps", "max_evals"):
+            if int(t[key]) < 0:
+                raise ValueError(f"train.{key} must be >= 0, got {t[key]}")
         if int(t.steps) == 0 and not float(t.epochs) > 0:
             raise ValueError(f"train.epochs must be > 0 (or set train.steps), got {t.epochs}")
         if not float(o.base_lr) > 0:

@@ -46,5 +46,6 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     _, summary, _ = tables.write_tables(workdir)
     print("\nTest macro-F1 (%), mean ± std over seeds:\n")
     print(tables.markdown_table(summary))
+    print("\n" + "\n".join(report_cli.highlights(summary)))
     print(f"\nreport: {paths[0]}  ({(time.time() - t0) / 60:.1f} min)")
     return 0

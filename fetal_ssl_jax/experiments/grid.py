@@ -4,6 +4,7 @@ Grid config fields (ml_collections):
   methods, pretrain_config ('configs/{method}.py'), pretrain_variant, pretrain_overrides, pretrain_processes
   baselines ('random'), imagenet_weights (path: adds the 'imagenet' initialisation)
   protocols, eval_config ('configs/{protocol}.py'), eval_variant, eval_overrides, fractions, seeds
+  protocol_overrides (optional): {protocol: overrides} added after eval_overrides for that protocol only
   frame_data: {name: data spec} (one pretraining per method and frame set), labelled_data: data spec
 A data spec names a prepared ``store``; or an ``export`` folder to prepare; or a phantom
 ``synth_preset`` (+ ``synth_args``) to simulate first. Data jobs are shared when two specs
@@ -123,6 +124,7 @@ def expand(grid: ml_collections.ConfigDict, sweep_dir: str) -> list[Job]:
                       dict(method="imagenet", init="imagenet")))
     labelled, ldeps = data.labelled(grid.labelled_data)
     evals: list[Job] = []
+    per_protocol = dict(grid.get("protocol_overrides", None) or {})
     for protocol in grid.protocols:
         cfg = _variant(_path(grid.eval_config.format(protocol=protocol)), grid.eval_variant)
         for label, init, deps, info in inits:
@@ -132,7 +134,8 @@ def expand(grid: ml_collections.ConfigDict, sweep_dir: str) -> list[Job]:
                     wd = os.path.join(sweep_dir, jid)
                     args = [protocol, "--config", cfg, "--workdir", wd, f"--config.init={init}",
                             f"--config.fraction={fmt_fraction(frac)}", f"--config.seed={int(seed)}",
-                            f"--config.data.store={labelled}", *map(str, grid.eval_overrides)]
+                            f"--config.data.store={labelled}", *map(str, grid.eval_overrides),
+                            *map(str, per_protocol.get(protocol, ()))]
                     evals.append(Job(id=jid, kind="eval", args=args, workdir=wd, deps=deps + ldeps,
                                      marker=os.path.join(wd, "metrics.json"),
                                      info=dict(info, protocol=protocol, fraction=float(frac), seed=int(seed))))

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-def _highlights(summary: Sequence[dict[str, Any]]) -> list[str]:
+def highlights(summary: Sequence[dict[str, Any]]) -> list[str]:
     """Best initialisation vs random at the smallest label fraction of each protocol."""
     out = []
     for prot in sorted({s["protocol"] for s in summary}):
@@ -49,7 +49,12 @@ def _highlights(summary: Sequence[dict[str, Any]]) -> list[str]:
         if rnd is not None:
             d = 100 * (best["test_macro_f1_mean"] - rnd["test_macro_f1_mean"])
             line += (f" vs random {tables.pm(rnd['test_macro_f1_mean'], rnd['test_macro_f1_std'])} "
-                     f"({d:+.1f} F1 points)")
+                     f"({d:+.1f} F1 points")
+            spread = 100 * max(float(best["test_macro_f1_std"]), float(rnd["test_macro_f1_std"]))
+            if not math.isnan(spread):  # one seed has no spread to compare with
+                line += (f"; {'larger' if abs(d) > spread else 'not larger'} than the seed spread, "
+                         f"std up to {spread:.1f}")
+            line += ")"
         out.append(line)
     return out
 
@@ -71,7 +76,7 @@ def write_report(workdir: str, out: str | None = None, embeddings: bool = True, 
                "Mean ± sample std (ddof=1) over seeds; n = number of seeds. Model selection on validation "
                "macro-F1; the test split is scored once with the selected model.", "",
                tables.markdown_table(summary), ""]
-        md += _highlights(summary) + [""]
+        md += highlights(summary) + [""]
         md += ["## Test accuracy (%)", "", tables.markdown_table(summary, "test_accuracy"), "",
                "## Test balanced accuracy (%)", "", tables.markdown_table(summary, "test_balanced_accuracy"), ""]
         figs.append(("Macro-F1 vs label fraction", plots.f1_vs_fraction(summary, os.path.join(pdir,

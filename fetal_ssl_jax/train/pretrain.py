@@ -37,6 +37,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             raise ValueError(f"optim.{key} must be {'> 0' if key == 'lr_batch_scale' else '>= 0'}, got {o[key]}")
     if int(cfg.data.image_size) < 16:
         raise ValueError(f"data.image_size must be >= 16, got {cfg.data.image_size}")
+    if not 0 <= float(cfg.data.get("rotation", 0.0)) <= 180:
+        raise ValueError(f"data.rotation is a maximum angle in degrees in [0, 180], got {cfg.data.rotation}")
     if int(cfg.data.temporal_window) < 0:
         raise ValueError(f"data.temporal_window must be >= 0, got {cfg.data.temporal_window}")
 

@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from fetal_ssl_jax import configuration
+
 from engine_helpers import (ROOT, encoder_leaves, env_with_devices, free_port, launch_cmd, losses_by_step,
                             run_launch)
 
@@ -50,7 +52,8 @@ def test_metrics_and_encoder_written(baseline):
     rows = [json.loads(l) for l in open(os.path.join(baseline, "metrics.jsonl"))]
     for key in ("loss", "on_diag", "off_diag", "lr", "images_per_sec", "embedding_std", "grad_norm"):
         assert key in rows[-1], key
-    assert any("rankme" in r for r in rows)
+    every = int(configuration.load(os.path.join(ROOT, "configs", "barlowtwins.py:tiny")).train.rankme_every)
+    assert every > 0 and {r["step"] for r in rows if "rankme" in r} == set(range(every, STEPS + 1, every))
     assert os.path.exists(os.path.join(baseline, "encoder", "encoder.json"))
 
 

@@ -80,3 +80,12 @@ def test_lars_masks_one_dimensional_params():
     np.testing.assert_allclose(float(lr(10)), 0.4, rtol=1e-6)  # peak = base * 512 / 256, per step
     np.testing.assert_allclose(float(lr(55)), 0.2, rtol=1e-2)   # half-way through the cosine
     assert float(lr(100)) < 1e-6
+
+
+def test_loop_logs_every_rankme_step():
+    """RankMe is computed on steps that complete a multiple of rankme_every; those steps must be logged even
+    when log_every does not divide them (with log_every 10 and rankme_every 50 it was never logged)."""
+    from fetal_ssl_jax.train.loop import should_log
+    logged = [d for d in range(1, 31) if should_log(d, 30, log_every=4, rankme_every=7)]
+    assert logged == [4, 7, 8, 12, 14, 16, 20, 21, 24, 28, 30]
+    assert [d for d in range(1, 11) if should_log(d, 10, 3)] == [3, 6, 9, 10]

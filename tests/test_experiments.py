@@ -205,6 +205,6 @@ def test_protocol_overrides_reach_only_their_protocol(tmp_path):
     evals = [j for j in js if j.kind == "eval"]
     assert len(evals) == 2 * 2 * 2 * 3  # protocols x inits x fractions x seeds
     for j in evals:
-        has = "--config.train.min_steps=60" in j.args
+        has = "--config.train.min_steps=100" in j.args
         assert has == (j.info["protocol"] == "finetune"), j.id
         assert "--config.model.width=0.5" in j.args  # eval_overrides still reach every protocol

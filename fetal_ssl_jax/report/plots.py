@@ -202,7 +202,7 @@ def monitors_overlay(runs: dict[str, Sequence[dict[str, Any]]], path: str) -> st
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[-1].legend(title="method", fontsize=8)
+    axes[0].legend(title="method", fontsize=8)  # the loss panel always has data; RankMe may not
     fig.suptitle("SSL collapse monitors: a collapsing encoder drives embedding std and RankMe down", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

@@ -71,6 +71,11 @@ def _describe_nonfinite(metrics: dict[str, Any]) -> str:
     return ", ".join(sorted(bad)) or "unknown"
 
 
+def should_log(done: int, end: int, log_every: int, rankme_every: int = 0) -> bool:
+    """Log every ``log_every`` steps, at the last step, and on each step that computed RankMe."""
+    return done % log_every == 0 or done == end or (rankme_every > 0 and done % rankme_every == 0)
+
+
 def train_loop(*, cfg: ml_collections.ConfigDict, workdir: str, method: Method, make_dataset: Callable[[int], Any],
                total_steps: int, global_batch: int, image_shape: tuple[int, int, int],
                aug_cfg: ml_collections.ConfigDict | None, optim_cfg: ml_collections.ConfigDict,
@@ -126,7 +131,7 @@ def train_loop(*, cfg: ml_collections.ConfigDict, workdir: str, method: Method, 
                 pending = (step + 1, metrics)
                 logger.advance()
                 done = step + 1
-                if done % log_every == 0 or done == end:
+                if should_log(done, end, log_every, rankme_every):
                     _check(*pending)
                     pending = None
                     last = logger.log(done, metrics, global_batch)

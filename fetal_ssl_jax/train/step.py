@@ -94,7 +94,8 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, lr_fn: Callab
         metrics = dict(metrics)
         rank_input = metrics.pop("_rank_input", None)
         if rank_input is not None and rankme_every > 0:
-            metrics["rankme"] = jax.lax.cond(state.step % rankme_every == 0,
+            # On the steps that complete a multiple of rankme_every (the loop logs those steps).
+            metrics["rankme"] = jax.lax.cond((state.step + 1) % rankme_every == 0,
                                              lambda z: monitors.rankme(z.astype(jnp.float32)),
                                              lambda z: jnp.float32(-1.0), rank_input)
         metrics.update(_group_norms(grads))

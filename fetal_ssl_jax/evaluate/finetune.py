@@ -54,7 +54,9 @@ def eval_interval(cfg: ml_collections.ConfigDict, num_train: int, steps: int) ->
     if int(cfg.train.eval_every) > 0:
         return int(cfg.train.eval_every)
     per_epoch = math.ceil(num_train / int(cfg.train.batch_size))
-    return max(1, per_epoch, math.ceil(steps / max(1, int(cfg.train.get("max_evals", 0)) or steps)))
+    max_evals = int(cfg.train.get("max_evals", 0))
+    capped = math.ceil(steps / max_evals) if max_evals > 0 else 1
+    return max(1, per_epoch, capped)
 
 
 class Selection:

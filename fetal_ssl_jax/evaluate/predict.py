@@ -40,20 +40,10 @@ def _store_size(store: str | None, default: int) -> int:
 
 def _jitted_forward(model: Any, variables: Any, mean: float, std: float, batch: int = 64
                     ) -> Callable[[np.ndarray], np.ndarray]:
-    import jax
-    import jax.numpy as jnp
-    fwd = jax.jit(lambda v, x: model.apply(v, (x.astype(jnp.float32)[..., None] / 255.0 - mean) / std, train=False))
-
-    def apply(images: np.ndarray) -> np.ndarray:
-        out = []
-        for s in range(0, len(images), batch):
-            chunk = images[s:s + batch]
-            pad = batch - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-            out.append(np.asarray(fwd(variables, chunk), np.float32)[:batch - pad])
-        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-    return apply
+    """uint8 frames [N, H, W] -> eval-mode outputs [N, ...], through the evaluation's batched forward."""
+    from fetal_ssl_jax.evaluate.features import ShardedForward, backbone_apply
+    forward = ShardedForward(backbone_apply(model), mean, std, batch)
+    return lambda images: np.asarray(forward(variables, images), np.float32)
 
 
 def load_classifier(workdir: str) -> Classifier:

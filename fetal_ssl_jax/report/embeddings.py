@@ -50,22 +50,14 @@ def features(model_cfg: Any, variables: dict[str, Any] | None, images: np.ndarra
     """Pooled backbone features [N, D] (eval mode); ``variables`` None = random init from ``seed``."""
     import jax
     import jax.numpy as jnp
-    from fetal_ssl_jax.evaluate.features import to_size
+    from fetal_ssl_jax.evaluate.features import ShardedForward, backbone_apply, to_size
     from fetal_ssl_jax.models import build_backbone
 
     model = build_backbone(model_cfg)
     if variables is None:
         variables = model.init(jax.random.key(seed), jnp.zeros((1, size, size, 1)), train=False)
-    fwd = jax.jit(lambda v, x: model.apply(v, (x.astype(jnp.float32)[..., None] / 255.0 - mean) / std, train=False))
-    x = to_size(images, size)
-    out = []
-    for s in range(0, len(x), batch):
-        chunk = x[s:s + batch]
-        pad = batch - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-        out.append(np.asarray(fwd(variables, chunk))[:batch - pad])
-    return np.concatenate(out).astype(np.float32)
+    forward = ShardedForward(backbone_apply(model), mean, std, batch)
+    return np.asarray(forward(variables, to_size(images, size)), np.float32)
 
 
 def tsne(x: np.ndarray, seed: int = 0) -> np.ndarray:

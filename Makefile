@@ -11,6 +11,7 @@ $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m fetal_ssl_jax.kernels.onednn   # CPU convolution kernel (optional: falls back to XLA's)
 	touch $(STAMP)
 
 demo: $(STAMP)

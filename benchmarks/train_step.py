@@ -6,9 +6,13 @@
     python benchmarks/train_step.py --torch                           # + PyTorch eager reference, side by side
 
 Each row: images/s (two views per image count once), step time, compile time, peak memory
-(device memory stats on GPU/TPU, max RSS on CPU). The PyTorch reference runs the same
+(device memory stats on GPU/TPU, max RSS on CPU), the convolution kernel on CPU (oneDNN via
+the XLA FFI, or XLA's own with FETAL_SSL_JAX_CONV=xla). The PyTorch reference runs the same
 BarlowTwins step (ResNet + 3-layer BN projector, two views, on-the-fly photometric jitter,
-blur and noise, loss, backward, SGD update) in eager mode, only when torch is installed.
+blur and noise, loss, backward, SGD-momentum update) in eager mode, only when torch is
+installed, in a child process so that neither library's thread pools disturb the other.
+For the comparison the JAX rows use the same optimizer (``--optimizer sgd``, the default);
+``--optimizer config`` keeps each method's own (LARS for BarlowTwins).
 """
 from __future__ import annotations
 
@@ -41,9 +45,12 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_jax(method_name: str, arch: str, size: int, batch: int, steps: int, variant: str, dtype: str) -> dict:
+def bench_jax(method_name: str, arch: str, size: int, batch: int, steps: int, variant: str, dtype: str,
+              optimizer: str = "sgd") -> dict:
     cfg = configuration.load(os.path.join(ROOT, "configs", f"{method_name}.py:{variant}"))
     cfg.model.update(arch=arch, small_stem=False, dtype=dtype, width=1.0)
+    if optimizer == "sgd":  # what the PyTorch reference runs: SGD, momentum 0.9, weight decay 1e-6
+        cfg.optim.update(name="sgd", momentum=0.9, weight_decay=1e-6)
     cfg.data.image_size = size
     cfg.train.update(batch_size=batch, steps=1000)
     method = registry.get_method(cfg)
@@ -68,8 +75,10 @@ def bench_jax(method_name: str, arch: str, size: int, batch: int, steps: int, va
         jax.block_until_ready(m["loss"])
         times.append(time.perf_counter() - t)
     dt = float(np.median(times))
+    from fetal_ssl_jax.kernels import onednn
+    conv = "onednn" if jax.default_backend() == "cpu" and dtype == "float32" and onednn.available() else "xla"
     return dict(impl="jax", method=method_name, arch=arch, image_size=size, batch=batch, dtype=dtype,
-                step_ms=dt * 1e3, images_per_sec=batch / dt, compile_s=compile_s, peak_mem_mb=peak_memory_mb(),
+                optimizer=cfg.optim.name, conv=conv, step_ms=dt * 1e3, images_per_sec=batch / dt, compile_s=compile_s, peak_mem_mb=peak_memory_mb(),
                 devices=jax.device_count(), backend=jax.default_backend(), loss=float(m["loss"]))
 
 
@@ -130,11 +139,27 @@ def bench_torch(arch: str, size: int, batch: int, steps: int, proj_dims: tuple[i
         times.append(time.perf_counter() - t)
     dt = float(np.median(times))
     return dict(impl="torch-eager", method="barlowtwins", arch=arch, image_size=size, batch=batch, dtype="float32",
-                step_ms=dt * 1e3, images_per_sec=batch / dt, threads=torch.get_num_threads(),
-                torch_version=torch.__version__, loss=float(loss))
+                optimizer="sgd", step_ms=dt * 1e3, images_per_sec=batch / dt, threads=torch.get_num_threads(),
+                torch_version=torch.__version__, loss=float(loss.detach()))
+
+
+def bench_torch_isolated(arch: str, size: int, batch: int, steps: int, proj_dims: tuple[int, ...]) -> dict | None:
+    """``bench_torch`` in a fresh interpreter: torch's OpenMP pool and ours (oneDNN's) never share cores."""
+    import subprocess
+    args = json.dumps(dict(arch=arch, size=size, batch=batch, steps=steps, proj_dims=list(proj_dims)))
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-child", args],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"PyTorch reference failed:\n{proc.stderr[-3000:]}")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    return row or None
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--torch-child":
+        a = json.loads(sys.argv[2])
+        print(json.dumps(bench_torch(a["arch"], a["size"], a["batch"], a["steps"], tuple(a["proj_dims"]))))
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default="barlowtwins", help="comma list or 'all'")
     p.add_argument("--archs", default="resnet18")
@@ -143,6 +168,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--variant", default="cpu", help="config variant for head sizes ('' = paper sizes)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "config"),
+                   help="sgd: the PyTorch reference's optimizer (fair comparison); config: the method's own")
     p.add_argument("--torch", action="store_true", help="also run the PyTorch eager reference (BarlowTwins)")
     p.add_argument("--out", default="", help="also write the JSON here")
     a = p.parse_args()
@@ -153,18 +180,18 @@ def main() -> None:
             for m in methods:
                 if not os.path.exists(os.path.join(ROOT, "configs", f"{m}.py")):
                     continue
-                row = bench_jax(m, arch, size, a.batch, a.steps, a.variant, a.dtype)
+                row = bench_jax(m, arch, size, a.batch, a.steps, a.variant, a.dtype, a.optimizer)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             if a.torch:
                 cfg = configuration.load(os.path.join(ROOT, "configs", f"barlowtwins.py:{a.variant}"))
-                ref = bench_torch(arch, size, a.batch, a.steps, tuple(cfg.barlowtwins.proj_dims))
+                ref = bench_torch_isolated(arch, size, a.batch, a.steps, tuple(cfg.barlowtwins.proj_dims))
                 if ref is None:
                     print(json.dumps({"impl": "torch-eager", "skipped": "torch not installed"}), flush=True)
                     continue
                 rows.append(ref)
                 print(json.dumps(ref), flush=True)
-                ours = next((r for r in rows if r["impl"] == "jax" and r["method"] == "barlowtwins"
+                ours = next((r for r in rows if r.get("impl") == "jax" and r["method"] == "barlowtwins"
                              and r["arch"] == arch and r["image_size"] == size), None)
                 if ours:
                     ratio = dict(comparison="jax/torch images_per_sec", arch=arch, image_size=size,

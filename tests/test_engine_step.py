@@ -36,7 +36,7 @@ def _grads_on(n_devices: int, method_name: str):
     state = step_lib.init_state(method, tx, jax.random.key(0), (2, size, size, 1), mesh)
     batch = mesh_lib.to_global(host_batch, mesh)
     rep = mesh_lib.replicated(mesh)
-    fn = jax.jit(step_lib.make_grads_fn(method, cfg.aug), in_shardings=(rep, mesh_lib.batch_sharding(mesh), rep),
+    fn = jax.jit(mesh_lib.under_mesh(step_lib.make_grads_fn(method, cfg.aug), mesh), in_shardings=(rep, mesh_lib.batch_sharding(mesh), rep),
                  out_shardings=rep)
     (loss, (metrics, _, _)), grads = fn(state, batch, jax.random.key(1))
     return float(loss), jax.device_get(grads)

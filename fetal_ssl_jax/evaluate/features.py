@@ -42,7 +42,7 @@ class ShardedForward:
             x = (images_u8.astype(jnp.float32)[..., None] / 255.0 - mean) / std
             return apply_fn(variables, x)
 
-        self._fn = jax.jit(fwd, in_shardings=(rep, data), out_shardings=rep)
+        self._fn = jax.jit(mesh_lib.under_mesh(fwd, self.mesh), in_shardings=(rep, data), out_shardings=rep)
         self._data = data
         self._rep = rep
 

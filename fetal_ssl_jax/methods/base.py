@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fetal_ssl_jax import monitors
-from fetal_ssl_jax.models import build_backbone
+from fetal_ssl_jax.models import build_backbone, norm
 from fetal_ssl_jax.models.mlp import MLP
 
 Pytree = Any
@@ -82,8 +82,10 @@ class Method:
 class JointEmbedding(Method):
     """Two augmented views through the same encoder + projector; ``objective(z1, z2)`` compares them.
 
-    The views are forwarded one after the other (not concatenated) so BatchNorm statistics
-    are per view, as in the reference implementations; under jit they are global-batch.
+    Both views go through the network as one interleaved batch of 2B (one kernel launch per
+    layer, twice the rows per convolution), with BatchNorm statistics per view
+    (``models.norm.per_view_statistics``): the same outputs and running statistics as two
+    separate forwards, as in the reference implementations. Under jit they are global-batch.
     """
 
     def projector(self) -> nn.Module:
@@ -99,8 +101,10 @@ class JointEmbedding(Method):
         raise NotImplementedError
 
     def loss(self, params, batch_stats, extra, inputs, rng, step) -> LossOut:
-        o1, batch_stats = self.apply(params, batch_stats, inputs["view1"])
-        o2, batch_stats = self.apply(params, batch_stats, inputs["view2"])
+        with norm.per_view_statistics(2):
+            out, batch_stats = self.apply(params, batch_stats, norm.interleave(inputs["view1"], inputs["view2"]))
+        o1 = {k: norm.deinterleave(v, 2)[0] for k, v in out.items()}
+        o2 = {k: norm.deinterleave(v, 2)[1] for k, v in out.items()}
         z1, z2 = o1["z"].astype(jnp.float32), o2["z"].astype(jnp.float32)
         loss, terms = self.objective(z1, z2)
         metrics = dict(terms)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fetal_ssl_jax.models.conv import Conv
+from fetal_ssl_jax.models.norm import BatchNorm
 from fetal_ssl_jax.models.resnet import conv_init
 
 Array = jax.Array
@@ -59,7 +60,7 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, features: Array, train: bool) -> Array:
         n = self.num_stages()
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+        norm = functools.partial(BatchNorm, use_running_average=not train,
                                  momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype)
         c_seed = self.stage_width(0, n) if n > 0 else self.width
         x = jnp.asarray(features, self.dtype)

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from fetal_ssl_jax.models.norm import BatchNorm
+
 Array = jax.Array
 
 
@@ -36,7 +38,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+        norm = functools.partial(BatchNorm, use_running_average=not train,
                                  momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype)
         x = jnp.asarray(x, self.dtype)
         for i, width in enumerate(self.hidden):

@@ -19,6 +19,7 @@ import ml_collections
 from flax import linen as nn
 
 from fetal_ssl_jax.models.conv import Conv
+from fetal_ssl_jax.models.norm import BatchNorm
 from fetal_ssl_jax.models.pooling import max_pool_3x3_s2
 
 Array = jax.Array
@@ -72,7 +73,7 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         conv = functools.partial(Conv, dtype=self.dtype, kernel_init=conv_init)
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+        norm = functools.partial(BatchNorm, use_running_average=not train,
                                  momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype)
         identity = x
         y = conv(self.planes, 3, self.stride, 1, name="conv1")(x)
@@ -98,7 +99,7 @@ class Bottleneck(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         conv = functools.partial(Conv, dtype=self.dtype, kernel_init=conv_init)
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+        norm = functools.partial(BatchNorm, use_running_average=not train,
                                  momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype)
         out_ch = self.planes * EXPANSION["bottleneck"]
         identity = x
@@ -142,7 +143,7 @@ class ResNet(nn.Module):
             x = Conv(c0, 3, 1, 1, dtype=self.dtype, kernel_init=conv_init, name="conv1")(x)
         else:
             x = Conv(c0, 7, 2, 3, dtype=self.dtype, kernel_init=conv_init, name="conv1")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+        x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                          epsilon=1e-5, dtype=self.dtype, name="bn1")(x)
         x = nn.relu(x)
         if not self.small_stem:

@@ -22,18 +22,20 @@ def normalize(x: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
 
 
 def _gaussian_blur(img: jax.Array, sigma: jax.Array, radius: int = 4) -> jax.Array:
-    """Separable blur of one [H, W, 1] image with a per-sample sigma (fixed kernel size)."""
+    """Separable blur of one [H, W, 1] image with a per-sample sigma (fixed 2r+1 taps, zero padding).
+
+    Written as 2r+1 shifted multiply-adds per axis, which XLA fuses into one loop: under
+    ``vmap`` a per-sample kernel would otherwise become a batch-grouped convolution, which
+    XLA:CPU ran at ~4 ms per view per axis (a third of the augmentation cost).
+    """
     t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
     k = jnp.exp(-0.5 * (t / jnp.maximum(sigma, 1e-3)) ** 2)
     k = k / k.sum()
-    x = img[None]  # [1, H, W, 1]
-    kh = k.reshape(-1, 1, 1, 1)
-    kw = k.reshape(1, -1, 1, 1)
-    pad = [(radius, radius), (0, 0)]
-    x = jax.lax.conv_general_dilated(x, kh, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    x = jax.lax.conv_general_dilated(x, kw, (1, 1), [(0, 0), (radius, radius)],
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return x[0]
+    h, w = img.shape[0], img.shape[1]
+    x = jnp.pad(img, ((radius, radius), (0, 0), (0, 0)))
+    x = sum(k[i] * x[i:i + h] for i in range(2 * radius + 1))
+    x = jnp.pad(x, ((0, 0), (radius, radius), (0, 0)))
+    return sum(k[i] * x[:, i:i + w] for i in range(2 * radius + 1))
 
 
 def _augment_one(img: jax.Array, key: jax.Array, cfg: ml_collections.ConfigDict, view: int) -> jax.Array:

@@ -47,6 +47,17 @@ def batch_sharding(mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA))
 
 
+def under_mesh(fn, mesh):
+    """``fn`` traced with ``mesh`` as the context mesh, so that per-shard kernels (the oneDNN
+    CPU convolution) can split the batch over 'data' with ``shard_map``; jit the result."""
+    abstract = mesh.abstract_mesh
+
+    def wrapped(*args, **kwargs):
+        with jax.sharding.use_abstract_mesh(abstract):
+            return fn(*args, **kwargs)
+    return wrapped
+
+
 def to_global(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
     """Process-local numpy batch -> global arrays sharded over 'data' (leading axis)."""
     sh = batch_sharding(mesh)

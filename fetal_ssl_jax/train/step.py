@@ -108,7 +108,7 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, lr_fn: Callab
 
 def jit_step(step_fn: Callable, mesh) -> Callable:
     rep = mesh_lib.replicated(mesh)
-    return jax.jit(step_fn, in_shardings=(rep, mesh_lib.batch_sharding(mesh), rep),
+    return jax.jit(mesh_lib.under_mesh(step_fn, mesh), in_shardings=(rep, mesh_lib.batch_sharding(mesh), rep),
                    out_shardings=(rep, rep), donate_argnums=(0,))
 
 

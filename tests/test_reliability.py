@@ -28,9 +28,12 @@ from engine_helpers import ROOT, encoder_leaves, env_with_devices, launch_cmd, l
 
 FAULTS = os.path.join(ROOT, "tests", "reliability_faults.py")
 FT_STEPS = 24
+# seed 1: a run whose selected (best-validation) model changes after the first evaluation, which the
+# fault test needs; which seeds do that depends on the convolution kernels' rounding (seed 0 stopped
+# doing so when CPU convolutions moved to oneDNN).
 FT = ["finetune", "--config", os.path.join(ROOT, "configs/finetune.py:tiny"), "--config.init=random",
       f"--config.train.steps={FT_STEPS}", "--config.train.ckpt_every=8", "--config.train.eval_every=8",
-      "--config.train.log_every=4"]
+      "--config.train.log_every=4", "--config.seed=1"]
 
 
 @pytest.fixture(scope="module")
@@ -143,12 +146,12 @@ def test_finetune_killed_preempted_and_out_of_space_then_rerun_equals_uninterrup
 
 
 def test_finetune_is_deterministic_and_seed_matters(env, ft_args, ft_baseline, tmp_path):
-    again, other = str(tmp_path / "again"), str(tmp_path / "seed1")
+    again, other = str(tmp_path / "again"), str(tmp_path / "seed2")
     _ok(_run(env, ft_args + ["--workdir", again]))
     _same_result(ft_baseline, again)
-    _ok(_run(env, ft_args + ["--workdir", other, "--config.seed=1"]))
+    _ok(_run(env, ft_args + ["--workdir", other, "--config.seed=2"]))  # FT itself uses seed 1
     a, b = _metrics(ft_baseline), _metrics(other)
-    assert b["seed"] == 1
+    assert b["seed"] == 2
     assert losses_by_step(ft_baseline) != losses_by_step(other)
     assert a["val_history"] != b["val_history"] or a["test"] != b["test"]
 

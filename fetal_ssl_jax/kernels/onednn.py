@@ -231,6 +231,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
     for float32, computed by oneDNN (call only when :func:`available`)."""
     if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
         raise TypeError(f"oneDNN conv2d is float32 only, got {x.dtype} and {kernel.dtype}")
+    if not available():
+        raise RuntimeError(f"oneDNN convolution kernel unavailable: {_load()}")
     strides = tuple(int(s) for s in strides)
     padding = tuple((int(a), int(b)) for a, b in padding)
     return _conv(x, kernel, strides, padding)

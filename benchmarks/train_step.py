@@ -93,12 +93,6 @@ def jax_runner(method_name: str, arch: str, size: int, batch: int, variant: str,
     return run, finish
 
 
-def bench_jax(method_name: str, arch: str, size: int, batch: int, steps: int, variant: str, dtype: str,
-              optimizer: str = "sgd") -> dict:
-    run, finish = jax_runner(method_name, arch, size, batch, variant, dtype, optimizer)
-    return finish(run(steps))
-
-
 def bench_torch(arch: str, size: int, batch: int, steps: int, proj_dims: tuple[int, ...]) -> dict | None:
     try:
         import torch
@@ -172,6 +166,33 @@ def bench_torch_isolated(arch: str, size: int, batch: int, steps: int, proj_dims
     return row or None
 
 
+def compare_with_torch(run, finish, arch: str, size: int, a: argparse.Namespace) -> list[dict]:
+    """Alternates JAX and PyTorch measurements ``a.rounds`` times; rows of both plus the median ratio.
+
+    On a shared machine the speed drifts by several percent between minutes, so each round's
+    ratio compares neighbours in time.
+    """
+    cfg = configuration.load(os.path.join(ROOT, "configs", f"barlowtwins.py:{a.variant}"))
+    proj = tuple(cfg.barlowtwins.proj_dims)
+    rows, ratios = [], []
+    for r in range(a.rounds):
+        ours = finish(run(a.steps))
+        ref = bench_torch_isolated(arch, size, a.batch, a.steps, proj)
+        if ref is None:
+            rows.append(ours)
+            print(json.dumps(ours), flush=True)
+            print(json.dumps({"impl": "torch-eager", "skipped": "torch not installed"}), flush=True)
+            return rows
+        ratios.append(ours["images_per_sec"] / ref["images_per_sec"])
+        for row in (dict(ours, round=r), dict(ref, round=r)):
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    ratio = dict(comparison="jax/torch images_per_sec", arch=arch, image_size=size,
+                 ratio=float(np.median(ratios)), ratios=[round(x, 3) for x in ratios], rounds=len(ratios))
+    print(json.dumps(ratio), flush=True)
+    return rows + [ratio]
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--torch-child":
         a = json.loads(sys.argv[2])
@@ -196,46 +217,15 @@ def main() -> None:
     rows = []
     for arch in a.archs.split(","):
         for size in (int(s) for s in a.sizes.split(",")):
-            runners = {}
             for m in methods:
                 if not os.path.exists(os.path.join(ROOT, "configs", f"{m}.py")):
                     continue
                 run, finish = jax_runner(m, arch, size, a.batch, a.variant, a.dtype, a.optimizer)
-                times = run(a.steps)
                 if m == "barlowtwins" and a.torch:
-                    runners[m] = (run, finish, times)
-                    continue
-                rows.append(finish(times))
-                print(json.dumps(rows[-1]), flush=True)
-            if not a.torch:
-                continue
-            cfg = configuration.load(os.path.join(ROOT, "configs", f"barlowtwins.py:{a.variant}"))
-            proj = tuple(cfg.barlowtwins.proj_dims)
-            if "barlowtwins" not in runners:
-                continue
-            run, finish, times = runners["barlowtwins"]
-            # Alternate JAX and PyTorch measurements: on a shared machine the speed drifts by
-            # several percent between minutes, so each round's ratio compares neighbours in time.
-            ratios, refs = [], []
-            for r in range(a.rounds):
-                if r:
-                    times = run(a.steps)
-                ours = finish(times)
-                ref = bench_torch_isolated(arch, size, a.batch, a.steps, proj)
-                if ref is None:
-                    break
-                refs.append(ref)
-                ratios.append(ours["images_per_sec"] / ref["images_per_sec"])
-                for row in (dict(ours, round=r), dict(ref, round=r)):
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-            if not refs:
-                print(json.dumps({"impl": "torch-eager", "skipped": "torch not installed"}), flush=True)
-                continue
-            ratio = dict(comparison="jax/torch images_per_sec", arch=arch, image_size=size,
-                         ratio=float(np.median(ratios)), ratios=[round(x, 3) for x in ratios], rounds=len(ratios))
-            rows.append(ratio)
-            print(json.dumps(ratio), flush=True)
+                    rows += compare_with_torch(run, finish, arch, size, a)
+                else:
+                    rows.append(finish(run(a.steps)))
+                    print(json.dumps(rows[-1]), flush=True)
     if a.out:
         with open(a.out, "w") as f:
             json.dump(rows, f, indent=1)

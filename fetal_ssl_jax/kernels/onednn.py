@@ -174,38 +174,36 @@ def _data_mesh(batch: int):
     return mesh if n > 1 and batch % n == 0 else None
 
 
-def _out_shape(x_shape, w_shape, strides, padding, batch=None):
+def _out_shape(x_shape, w_shape, strides, padding):
     (pt, pb), (pl, pr) = padding
     n, h, w, _ = x_shape
     kh, kw, _, co = w_shape
-    return (batch or n, (h + pt + pb - kh) // strides[0] + 1, (w + pl + pr - kw) // strides[1] + 1, co)
+    return (n, (h + pt + pb - kh) // strides[0] + 1, (w + pl + pr - kw) // strides[1] + 1, co)
+
+
+def _per_shard(f, batch: int, in_specs, out_specs):
+    """``f`` as is, or per shard of the context mesh's 'data' axis when the batch is split there."""
+    mesh = _data_mesh(batch)
+    if mesh is None:
+        return f
+    return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
 
 
 def _fwd_impl(x, w, strides, padding):
     def f(x, w):
         return _call(TARGETS[0], _out_shape(x.shape, w.shape, strides, padding), x, w,
                      strides=strides, padding=padding)
-    mesh = _data_mesh(x.shape[0])
-    if mesh is None:
-        return f(x, w)
-    return jax.shard_map(f, mesh=mesh, in_specs=(P(DATA_AXIS), P()), out_specs=P(DATA_AXIS),
-                         check_vma=False)(x, w)
+    return _per_shard(f, x.shape[0], (P(DATA_AXIS), P()), P(DATA_AXIS))(x, w)
 
 
 def _bwd_impl(x, w, dy, strides, padding):
+    sharded = _data_mesh(x.shape[0]) is not None
+
     def f(x, w, dy):
         dx = _call(TARGETS[1], x.shape, dy, w, strides=strides, padding=padding)
         dw = _call(TARGETS[2], w.shape, x, dy, strides=strides, padding=padding)
-        return dx, dw
-    mesh = _data_mesh(x.shape[0])
-    if mesh is None:
-        return f(x, w, dy)
-
-    def sharded(x, w, dy):
-        dx, dw = f(x, w, dy)
-        return dx, jax.lax.psum(dw, DATA_AXIS)
-    return jax.shard_map(sharded, mesh=mesh, in_specs=(P(DATA_AXIS), P(), P(DATA_AXIS)),
-                         out_specs=(P(DATA_AXIS), P()), check_vma=False)(x, w, dy)
+        return dx, (jax.lax.psum(dw, DATA_AXIS) if sharded else dw)
+    return _per_shard(f, x.shape[0], (P(DATA_AXIS), P(), P(DATA_AXIS)), (P(DATA_AXIS), P()))(x, w, dy)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -228,7 +226,7 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
            padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
     """Same as ``lax.conv_general_dilated(x, kernel, strides, padding, ('NHWC','HWIO','NHWC'))``
-    for float32, computed by oneDNN (call only when :func:`available`)."""
+    for float32, computed by oneDNN; raises when the kernel is unavailable (see :func:`available`)."""
     if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
         raise TypeError(f"oneDNN conv2d is float32 only, got {x.dtype} and {kernel.dtype}")
     if not available():

@@ -3,9 +3,9 @@
 // Why: XLA:CPU's own convolution kernels (YNNPACK/Eigen) run a ResNet's convolutions
 // 1.5-3x slower than oneDNN, the library PyTorch uses on CPU. Layouts are JAX's:
 // activations NHWC, kernels HWIO, float32. Primitives are cached per geometry and are
-// re-entrant (user-managed scratchpad, per-call buffers): XLA runs independent work
-// (the two views of an SSL step) on several threads at once, so each call uses only
-// `threads` OpenMP threads (an FFI attribute) instead of one team over all cores.
+// re-entrant (user-managed scratchpad, per-thread buffers), since XLA may run independent
+// convolutions on several threads at once. The `threads` attribute (0: OpenMP's default,
+// all cores) sets the OpenMP team size of the calling thread.
 #include <algorithm>
 #include <cstdint>
 #include <map>
@@ -45,6 +45,13 @@ struct Op {
   dnnl::memory::desc want[3];
   dnnl::memory::desc user[3];
   dnnl::memory::desc scratchpad;
+
+  // Tensor i of the call is oneDNN argument `a`, held by the caller as `u`, wanted by the primitive as `w`.
+  void Set(int i, int a, const dnnl::memory::desc& w, const dnnl::memory::desc& u) {
+    arg[i] = a;
+    want[i] = w;
+    user[i] = u;
+  }
 };
 
 std::map<std::vector<int64_t>, std::shared_ptr<Op>>& Cache() {
@@ -52,7 +59,6 @@ std::map<std::vector<int64_t>, std::shared_ptr<Op>>& Cache() {
   return *cache;
 }
 
-// x: [N,H,W,C], w: [kh,kw,ci,co], y: [N,Ho,Wo,co] -> oneDNN's logical NCHW / OIHW dims.
 // Per-thread grow-only buffers for reordered operands and the scratchpad: allocating them
 // per call costs fresh pages (page faults) on every convolution.
 struct Buffers {
@@ -68,6 +74,7 @@ struct Buffers {
   }
 };
 
+// x: [N,H,W,C], w: [kh,kw,ci,co], y: [N,Ho,Wo,co] -> oneDNN's logical NCHW / OIHW dims.
 std::shared_ptr<Op> MakeOp(Kind kind, const std::vector<int64_t>& x, const std::vector<int64_t>& w,
                            const std::vector<int64_t>& y, const dims& strides, const dims& pad_l,
                            const dims& pad_r) {
@@ -85,25 +92,25 @@ std::shared_ptr<Op> MakeOp(Kind kind, const std::vector<int64_t>& x, const std::
   if (kind == kFwd) {
     op->prim = dnnl::convolution_forward(fwd);
     op->scratchpad = fwd.scratchpad_desc();
-    op->arg[0] = DNNL_ARG_SRC; op->want[0] = fwd.src_desc(); op->user[0] = src_u;
-    op->arg[1] = DNNL_ARG_WEIGHTS; op->want[1] = fwd.weights_desc(); op->user[1] = wei_u;
-    op->arg[2] = DNNL_ARG_DST; op->want[2] = fwd.dst_desc(); op->user[2] = dst_u;
+    op->Set(0, DNNL_ARG_SRC, fwd.src_desc(), src_u);
+    op->Set(1, DNNL_ARG_WEIGHTS, fwd.weights_desc(), wei_u);
+    op->Set(2, DNNL_ARG_DST, fwd.dst_desc(), dst_u);
   } else if (kind == kBwdData) {
     dnnl::convolution_backward_data::primitive_desc pd(eng, dnnl::algorithm::convolution_direct, src_u, wei_a,
                                                        dst_u, strides, pad_l, pad_r, fwd, attr);
     op->prim = dnnl::convolution_backward_data(pd);
     op->scratchpad = pd.scratchpad_desc();
-    op->arg[0] = DNNL_ARG_DIFF_DST; op->want[0] = pd.diff_dst_desc(); op->user[0] = dst_u;
-    op->arg[1] = DNNL_ARG_WEIGHTS; op->want[1] = pd.weights_desc(); op->user[1] = wei_u;
-    op->arg[2] = DNNL_ARG_DIFF_SRC; op->want[2] = pd.diff_src_desc(); op->user[2] = src_u;
+    op->Set(0, DNNL_ARG_DIFF_DST, pd.diff_dst_desc(), dst_u);
+    op->Set(1, DNNL_ARG_WEIGHTS, pd.weights_desc(), wei_u);
+    op->Set(2, DNNL_ARG_DIFF_SRC, pd.diff_src_desc(), src_u);
   } else {
     dnnl::convolution_backward_weights::primitive_desc pd(eng, dnnl::algorithm::convolution_direct, src_u, wei_a,
                                                           dst_u, strides, pad_l, pad_r, fwd, attr);
     op->prim = dnnl::convolution_backward_weights(pd);
     op->scratchpad = pd.scratchpad_desc();
-    op->arg[0] = DNNL_ARG_SRC; op->want[0] = pd.src_desc(); op->user[0] = src_u;
-    op->arg[1] = DNNL_ARG_DIFF_DST; op->want[1] = pd.diff_dst_desc(); op->user[1] = dst_u;
-    op->arg[2] = DNNL_ARG_DIFF_WEIGHTS; op->want[2] = pd.diff_weights_desc(); op->user[2] = wei_u;
+    op->Set(0, DNNL_ARG_SRC, pd.src_desc(), src_u);
+    op->Set(1, DNNL_ARG_DIFF_DST, pd.diff_dst_desc(), dst_u);
+    op->Set(2, DNNL_ARG_DIFF_WEIGHTS, pd.diff_weights_desc(), wei_u);
   }
   return op;
 }
@@ -177,15 +184,9 @@ void BwdWeightsChunked(const std::vector<int64_t>& x, const std::vector<int64_t>
     level[k].swap(cur);
     cur.resize(count);
   }
-  bool first = true;
-  for (auto& part : level) {
-    if (part.empty()) continue;
-    if (first) {
-      std::copy(part.begin(), part.end(), dw);
-      first = false;
-    } else {
-      for (size_t i = 0; i < count; ++i) dw[i] += part[i];
-    }
+  std::fill(dw, dw + count, 0.0f);
+  for (const auto& part : level) {
+    for (size_t i = 0; i < part.size(); ++i) dw[i] += part[i];  // empty levels add nothing
   }
 }
 

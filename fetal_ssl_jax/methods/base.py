@@ -85,7 +85,7 @@ def views_as_one_batch() -> bool:
 
     Yes on accelerators and with the oneDNN CPU convolutions (BarlowTwins R18 step at 64 px on
     2 cores: 77 -> 86 img/s); no with XLA:CPU's own convolutions, which run a batch of 128 slower
-    than two of 64 (68 -> 59 img/s).
+    than two of 64 (65 -> 59 img/s).
     """
     return jax.default_backend() != "cpu" or onednn.available()
 
@@ -116,8 +116,8 @@ class JointEmbedding(Method):
         if views_as_one_batch():
             with norm.per_view_statistics(2):
                 out, batch_stats = self.apply(params, batch_stats, norm.interleave(inputs["view1"], inputs["view2"]))
-            o1 = {k: norm.deinterleave(v, 2)[0] for k, v in out.items()}
-            o2 = {k: norm.deinterleave(v, 2)[1] for k, v in out.items()}
+            split = {k: norm.deinterleave(v, 2) for k, v in out.items()}
+            o1, o2 = ({k: v[i] for k, v in split.items()} for i in range(2))
         else:
             o1, batch_stats = self.apply(params, batch_stats, inputs["view1"])
             o2, batch_stats = self.apply(params, batch_stats, inputs["view2"])

@@ -86,7 +86,7 @@ class Conv(nn.Module):
     ``onednn``: None (auto) uses the oneDNN kernel on the CPU backend for float32 when it
     is available (outputs small enough for im2col excepted); False forces XLA's
     convolution, True requires oneDNN.
-    ``im2col`` (XLA path only): 'auto' uses im2col on the CPU backend when the output has at most
+    ``im2col`` (checked first, also when oneDNN is available): 'auto' uses im2col on the CPU backend when the output has at most
     ``im2col_max_pixels`` pixels (default: ``IM2COL_MAX_OUTPUT_PIXELS``); 'always'/'never' force a path (tests, benchmarks).
     """
 

@@ -300,3 +300,30 @@ def test_reshape_max_pool_equals_nn_max_pool(h, w):
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_allclose(g, g_ref, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(y_ref, nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))))
+
+
+@pytest.mark.parametrize("h,w", [(8, 8), (7, 9), (3, 2)])
+def test_max_pool_gradient_splits_ties_evenly(h, w):
+    """Where a window holds several equal maxima (flat image regions, ReLU zeros) each gets an
+    equal share of that window's gradient: a brute-force NumPy reference over every window."""
+    from fetal_ssl_jax.models.pooling import max_pool_3x3_s2
+
+    rng = np.random.default_rng(h * w)
+    x = np.round(rng.normal(size=(2, h, w, 3)), 0).astype(np.float32)  # few distinct values: many ties
+    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    g = rng.normal(size=(2, ho, wo, 3)).astype(np.float32)
+    want = np.zeros_like(x)
+    for n in range(2):
+        for c in range(3):
+            for i in range(ho):
+                for j in range(wo):
+                    rows = range(max(0, 2 * i - 1), min(h, 2 * i + 2))
+                    cols = range(max(0, 2 * j - 1), min(w, 2 * j + 2))
+                    win = [(r, q) for r in rows for q in cols]
+                    top = max(x[n, r, q, c] for r, q in win)
+                    winners = [(r, q) for r, q in win if x[n, r, q, c] == top]
+                    for r, q in winners:
+                        want[n, r, q, c] += g[n, i, j, c] / len(winners)
+    y, vjp = jax.vjp(lambda x: max_pool_3x3_s2(x, "reshape"), jnp.asarray(x))
+    np.testing.assert_array_equal(y, nn.max_pool(jnp.asarray(x), (3, 3), (2, 2), ((1, 1), (1, 1))))
+    np.testing.assert_allclose(vjp(jnp.asarray(g))[0], want, rtol=1e-6, atol=1e-6)

@@ -38,12 +38,15 @@ dnnl::engine& Engine() {
 std::mutex g_mu;  // guards the cache only; primitives run outside it
 
 // One cached operation: the primitive, and for each of its three tensors the
-// user-layout descriptor and the primitive's (a reorder runs where they differ).
+// user-layout descriptor and the primitive's, with the reorder between them where they
+// differ (built once here rather than per call; oneDNN's own primitive cache already made the
+// per-call build cheap, so this is tidiness, not a measured speed-up).
 struct Op {
   dnnl::primitive prim;
   int arg[3];  // DNNL_ARG_* of tensors a, b, out
   dnnl::memory::desc want[3];
   dnnl::memory::desc user[3];
+  dnnl::reorder convert[3];  // inputs: user -> want; output: want -> user; empty where equal
   dnnl::memory::desc scratchpad;
 
   // Tensor i of the call is oneDNN argument `a`, held by the caller as `u`, wanted by the primitive as `w`.
@@ -51,6 +54,8 @@ struct Op {
     arg[i] = a;
     want[i] = w;
     user[i] = u;
+    if (w != u) convert[i] = i < 2 ? dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), u, Engine(), w))
+                                   : dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), w, Engine(), u));
   }
 };
 
@@ -132,19 +137,19 @@ std::shared_ptr<Op> GetOp(Kind kind, const std::vector<int64_t>& x, const std::v
 
 // Runs `op` on user-layout buffers (a, b) -> out, reordering where the primitive prefers another layout.
 void Execute(const Op& op, Buffers& buffers, void* a, void* b, void* out) {
-  dnnl::stream stream(Engine());
+  thread_local dnnl::stream stream(Engine());
   void* ptr[3] = {a, b, out};
   std::unordered_map<int, dnnl::memory> args;
   dnnl::memory user_out, got_out;
   for (int i = 0; i < 3; ++i) {
     dnnl::memory user(op.user[i], Engine(), ptr[i]);
-    if (op.want[i] == op.user[i]) {
+    if (!op.convert[i]) {
       args[op.arg[i]] = user;
       continue;
     }
     dnnl::memory mine(op.want[i], Engine(), buffers.Get(i, op.want[i].get_size()));
     if (i < 2) {
-      dnnl::reorder(user, mine).execute(stream, user, mine);
+      op.convert[i].execute(stream, user, mine);
     } else {
       user_out = user;
       got_out = mine;
@@ -153,11 +158,11 @@ void Execute(const Op& op, Buffers& buffers, void* a, void* b, void* out) {
   }
   args[DNNL_ARG_SCRATCHPAD] = dnnl::memory(op.scratchpad, Engine(), buffers.Get(3, op.scratchpad.get_size()));
   op.prim.execute(stream, args);
-  if (user_out) dnnl::reorder(got_out, user_out).execute(stream, got_out, user_out);
+  if (user_out) op.convert[2].execute(stream, got_out, user_out);
   stream.wait();
 }
 
-// Weight gradient summed over batch chunks of about `rows` output pixels, pairwise. oneDNN
+// Weight gradient summed over batch chunks of `per_chunk` images (onednn.py picks it), pairwise. oneDNN
 // accumulates one long sum over N*Ho*Wo; on 32 images of 32x32 its error was 4e-6 of the
 // largest entry versus 7e-7 for XLA, enough for 1- and 4-device runs to drift apart by 1e-4.
 void BwdWeightsChunked(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
@@ -192,17 +197,16 @@ void BwdWeightsChunked(const std::vector<int64_t>& x, const std::vector<int64_t>
 
 ffi::Error Run(Kind kind, const std::vector<int64_t>& x, const std::vector<int64_t>& w,
                const std::vector<int64_t>& y, void* a, void* b, void* out, int64_t sh, int64_t sw,
-               int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads, int64_t chunk_rows) {
+               int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads, int64_t chunk) {
   if (x.size() != 4 || w.size() != 4 || y.size() != 4) {
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "onednn conv: expected rank-4 NHWC/HWIO arrays");
   }
   if (threads > 0) omp_set_num_threads(static_cast<int>(threads));  // this XLA thread's teams only
   try {
     thread_local Buffers buffers;
-    const int64_t per_chunk = chunk_rows > 0 ? std::max<int64_t>(1, chunk_rows / (y[1] * y[2])) : y[0];
-    if (kind == kBwdWeights && per_chunk < y[0]) {
+    if (kind == kBwdWeights && chunk > 0 && chunk < y[0]) {
       BwdWeightsChunked(x, w, y, static_cast<const float*>(a), static_cast<const float*>(b),
-                        static_cast<float*>(out), sh, sw, pt, pb, pl, pr, per_chunk, buffers);
+                        static_cast<float*>(out), sh, sw, pt, pb, pl, pr, chunk, buffers);
     } else {
       Execute(*GetOp(kind, x, w, y, sh, sw, pt, pb, pl, pr), buffers, a, b, out);
     }
@@ -213,24 +217,23 @@ ffi::Error Run(Kind kind, const std::vector<int64_t>& x, const std::vector<int64
 }
 
 ffi::Error FwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y, int64_t sh,
-                   int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads,
-                   int64_t chunk_rows) {
+                   int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads, int64_t chunk) {
   return Run(kFwd, Dims(x.dimensions()), Dims(w.dimensions()), Dims(y->dimensions()), x.untyped_data(),
-             w.untyped_data(), y->untyped_data(), sh, sw, pt, pb, pl, pr, threads, chunk_rows);
+             w.untyped_data(), y->untyped_data(), sh, sw, pt, pb, pl, pr, threads, chunk);
 }
 
 ffi::Error BwdDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> dx,
                        int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
-                       int64_t threads, int64_t chunk_rows) {
+                       int64_t threads, int64_t chunk) {
   return Run(kBwdData, Dims(dx->dimensions()), Dims(w.dimensions()), Dims(dy.dimensions()), dy.untyped_data(),
-             w.untyped_data(), dx->untyped_data(), sh, sw, pt, pb, pl, pr, threads, chunk_rows);
+             w.untyped_data(), dx->untyped_data(), sh, sw, pt, pb, pl, pr, threads, chunk);
 }
 
 ffi::Error BwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dw,
                           int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
-                       int64_t threads, int64_t chunk_rows) {
+                       int64_t threads, int64_t chunk) {
   return Run(kBwdWeights, Dims(x.dimensions()), Dims(dw->dimensions()), Dims(dy.dimensions()), x.untyped_data(),
-             dy.untyped_data(), dw->untyped_data(), sh, sw, pt, pb, pl, pr, threads, chunk_rows);
+             dy.untyped_data(), dw->untyped_data(), sh, sw, pt, pb, pl, pr, threads, chunk);
 }
 
 }  // namespace
@@ -247,7 +250,7 @@ ffi::Error BwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi
       .Attr<int64_t>("pl")                                                                      \
       .Attr<int64_t>("pr")                                                                      \
       .Attr<int64_t>("threads")                                                                 \
-      .Attr<int64_t>("chunk_rows")
+      .Attr<int64_t>("chunk")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FetalOnednnConvFwd, FwdImpl, FETAL_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FetalOnednnConvBwdData, BwdDataImpl, FETAL_CONV_BINDING);

@@ -6,10 +6,12 @@ backward took 427 ms with ``nn.max_pool`` and 135 ms with the even/odd reshape b
 (122 vs 38 ms at 32x32). The reshape form takes the max of three rows, then of three
 columns, using only pads, reshapes, contiguous slices and ``maximum``.
 
+Its gradient is written by hand (:func:`max_pool_3x3_s2_fast_grad`, two fused passes
+instead of autodiff's ~six: 2.8 % faster BarlowTwins step, ResNet-18, 64 px, CPU).
+
 The forward values are identical. Gradients differ only at exact ties inside a window:
-``max_pool`` sends the whole gradient to one element, ``maximum`` splits it. After a
-ReLU, ties are zeros, whose gradient the ReLU discards anyway, so parameter gradients
-agree.
+``max_pool`` sends the whole gradient to one element, ours splits it evenly among the
+tied maxima. After a ReLU, ties are mostly zeros, whose gradient the ReLU discards anyway.
 """
 from __future__ import annotations
 
@@ -46,12 +48,69 @@ def max_pool_3x3_s2_reshape(x: Array) -> Array:
     return _max3_stride2(_max3_stride2(x, 1, ho), 2, wo)
 
 
+def _pad_input(x: Array, ho: int, wo: int) -> Array:
+    _, h, w, _ = x.shape
+    neg = jnp.array(-jnp.inf, x.dtype)
+    return jnp.pad(x, ((0, 0), (1, 2 * ho + 1 - h), (1, 2 * wo + 1 - w), (0, 0)), constant_values=neg)
+
+
+@jax.custom_vjp
+def max_pool_3x3_s2_fast_grad(x: Array) -> Array:
+    """``max_pool_3x3_s2_reshape`` with a hand-written gradient (same values, ties split evenly).
+
+    Autodiff of the reshape form made XLA:CPU run about six passes over stem-sized arrays
+    (pads, selects, divisions per tie); the backward below is two fused loops: one counts each
+    window's maxima and shares its gradient among them, one gathers for every input pixel
+    the shares of the (at most four) windows whose maximum it is.
+    """
+    return max_pool_3x3_s2_reshape(x)
+
+
+def _pool_fwd(x: Array):
+    y = max_pool_3x3_s2_reshape(x)
+    return y, (x, y)
+
+
+def _pool_bwd(res, g: Array):
+    x, y = res
+    n, h, w, c = x.shape
+    ho, wo = y.shape[1], y.shape[2]
+    x6 = _pad_input(x, ho, wo).reshape(n, ho + 1, 2, wo + 1, 2, c)  # padded row 2a+p, col 2b+q
+    # A window (i, j) covers padded rows 2i, 2i+1, 2i+2 = (a=i, p=0), (a=i, p=1), (a=i+1, p=0).
+    taps = ((0, 0), (0, 1), (1, 0))
+    count = sum((x6[:, da:da + ho, p, db:db + wo, q] == y).astype(g.dtype) for da, p in taps for db, q in taps)
+    share = g / count  # every window has at least one maximum
+    # Padding with NaN (equal to nothing) lets windows i = a and i = a-1 be plain slices.
+    nan = jnp.array(jnp.nan, y.dtype)
+    yp = jnp.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=nan)
+    sp = jnp.pad(share, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    # Input parity p = 0 is the first row of window a and the last of window a-1; p = 1 the middle of a.
+    src = {0: (1, 0), 1: (1,)}  # offsets into the padded window axis, for each parity
+    parts = []
+    for p in (0, 1):
+        row = []
+        for q in (0, 1):
+            xs = x6[:, :, p, :, q]
+            acc = jnp.zeros_like(xs)
+            for oa in src[p]:
+                for ob in src[q]:
+                    win_y = yp[:, oa:oa + ho + 1, ob:ob + wo + 1]
+                    acc = acc + jnp.where(xs == win_y, sp[:, oa:oa + ho + 1, ob:ob + wo + 1], 0.0)
+            row.append(acc)
+        parts.append(jnp.stack(row, axis=3))  # [n, ho+1, wo+1, 2(q), c]
+    dx = jnp.stack(parts, axis=2).reshape(n, 2 * ho + 2, 2 * wo + 2, c)  # [n, ho+1, 2(p), wo+1, 2(q), c]
+    return (dx[:, 1:1 + h, 1:1 + w],)
+
+
+max_pool_3x3_s2_fast_grad.defvjp(_pool_fwd, _pool_bwd)
+
+
 def max_pool_3x3_s2(x: Array, impl: str | None = None) -> Array:
     impl = impl or MAXPOOL_IMPL
     if impl == "auto":
         impl = "reshape" if jax.default_backend() == "cpu" else "reduce_window"
     if impl == "reshape":
-        return max_pool_3x3_s2_reshape(x)
+        return max_pool_3x3_s2_fast_grad(x)
     if impl == "reduce_window":
         return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     raise ValueError(f"unknown max-pool implementation {impl!r}")

@@ -81,15 +81,19 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, lr_fn: Callab
 
     def step_fn(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
         (loss, (metrics, batch_stats, extra)), grads = grads_fn(state, batch, rng)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        extra = method.after_update(params, batch_stats, extra, state.step)
-        new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
-                               opt_state=opt_state, extra=extra)
-
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        new_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_state, state)
+
+        def apply(state: TrainState) -> TrainState:
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+                              extra=method.after_update(params, batch_stats, extra, state.step))
+
+        # The update runs only when finite (a cond, not a select of old and new state, which
+        # cost an extra pass over parameters and optimizer state: ~1 % of a ResNet-18 CPU step).
+        new_state = jax.lax.cond(finite, apply, lambda s: s, state)
+        params = new_state.params
 
         metrics = dict(metrics)
         rank_input = metrics.pop("_rank_input", None)

@@ -63,7 +63,8 @@ def _normalize(xg: jax.Array, scale: jax.Array, bias: jax.Array, eps: float):
     Why a custom VJP: differentiating the mean / mean-of-squares formula made XLA read the
     activation five to six times in the backward pass (one reduction per intermediate, plus
     the parameter gradients' own sums); the closed form below reads it for two sums and dx,
-    as PyTorch's kernel does: 2.2 % faster BarlowTwins step (ResNet-18, 64 px, CPU).
+    as PyTorch's kernel does (BarlowTwins step, ResNet-18, 64 px, CPU: 2.2 % faster, and
+    2.8 % more from the sum(g*x) form in the backward).
     """
     return _normalize_fwd(xg, scale, bias, eps)[0]
 
@@ -150,34 +151,6 @@ class BatchNorm(nn.Module):
                     m_ra = self.momentum * m_ra + (1 - self.momentum) * mu[i]
                     v_ra = self.momentum * v_ra + (1 - self.momentum) * v[i]
                 ra_mean.value, ra_var.value = m_ra, v_ra
-        dtype = self.dtype if self.dtype is not None else jnp.result_type(x, *[p for p in (scale, bias) if p is not None])
-        return jnp.asarray(y, dtype).reshape(x.shape)
-        if use_ra:
-            mean, var = ra_mean.value, ra_var.value
-        else:
-            xs = xg.astype(jnp.promote_types(x.dtype, jnp.float32))
-            axes = (0,) + tuple(range(2, xg.ndim - 1))
-            mu, mu2 = xs.mean(axes), jnp.square(xs).mean(axes)  # [views, C]
-            v = jnp.maximum(0.0, mu2 - jnp.square(mu))
-            if not self.is_initializing():
-                m_ra, v_ra = ra_mean.value, ra_var.value
-                for i in range(views):  # one update per view, in order: as separate calls would do
-                    m_ra = self.momentum * m_ra + (1 - self.momentum) * mu[i]
-                    v_ra = self.momentum * v_ra + (1 - self.momentum) * v[i]
-                ra_mean.value, ra_var.value = m_ra, v_ra
-            shape = (1, views) + (1,) * (xg.ndim - 3) + (feat,)
-            mean, var = mu.reshape(shape), v.reshape(shape)
-        y = xg - mean
-        mul = lax.rsqrt(var + self.epsilon)
-        args = [x]
-        if self.use_scale:
-            scale = self.param("scale", self.scale_init, (feat,), self.param_dtype)
-            mul = mul * scale
-            args.append(scale)
-        y = y * mul
-        if self.use_bias:
-            bias = self.param("bias", self.bias_init, (feat,), self.param_dtype)
-            y = y + bias
-            args.append(bias)
-        dtype = self.dtype if self.dtype is not None else jnp.result_type(*args)
+        params = [p for p in (scale, bias) if p is not None]
+        dtype = self.dtype if self.dtype is not None else jnp.result_type(x, *params)
         return jnp.asarray(y, dtype).reshape(x.shape)

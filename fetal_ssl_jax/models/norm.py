@@ -93,7 +93,7 @@ def _normalize_bwd(eps, res, cts):
     xg, mu, r, scale = res
     gy, gmu, gvar = cts
     nd = xg.ndim
-    m = xg.size // (mu.size)  # elements per (view, channel)
+    m = xg.size // mu.size  # elements per (view, channel)
     xc = xg - _bcast(mu, nd)
     xhat = xc * _bcast(r, nd)
     axes = _reduce_axes(nd)

@@ -39,19 +39,18 @@ def _max3_stride2(x: Array, axis: int, out_len: int) -> Array:
     return jnp.maximum(jnp.maximum(first, second), third)
 
 
+def _pad_input(x: Array, ho: int, wo: int) -> Array:
+    """-inf padding: one row/column before, and after up to 2*ho+2 rows / 2*wo+2 columns."""
+    _, h, w, _ = x.shape
+    neg = jnp.array(-jnp.inf, x.dtype)
+    return jnp.pad(x, ((0, 0), (1, 2 * ho + 1 - h), (1, 2 * wo + 1 - w), (0, 0)), constant_values=neg)
+
+
 def max_pool_3x3_s2_reshape(x: Array) -> Array:
     """Same values as ``nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))`` for NHWC x."""
     _, h, w, _ = x.shape
     ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-    neg = jnp.array(-jnp.inf, x.dtype)
-    x = jnp.pad(x, ((0, 0), (1, 2 * ho + 1 - h), (1, 2 * wo + 1 - w), (0, 0)), constant_values=neg)
-    return _max3_stride2(_max3_stride2(x, 1, ho), 2, wo)
-
-
-def _pad_input(x: Array, ho: int, wo: int) -> Array:
-    _, h, w, _ = x.shape
-    neg = jnp.array(-jnp.inf, x.dtype)
-    return jnp.pad(x, ((0, 0), (1, 2 * ho + 1 - h), (1, 2 * wo + 1 - w), (0, 0)), constant_values=neg)
+    return _max3_stride2(_max3_stride2(_pad_input(x, ho, wo), 1, ho), 2, wo)
 
 
 @jax.custom_vjp
@@ -86,19 +85,14 @@ def _pool_bwd(res, g: Array):
     sp = jnp.pad(share, ((0, 0), (1, 1), (1, 1), (0, 0)))
     # Input parity p = 0 is the first row of window a and the last of window a-1; p = 1 the middle of a.
     src = {0: (1, 0), 1: (1,)}  # offsets into the padded window axis, for each parity
-    parts = []
-    for p in (0, 1):
-        row = []
-        for q in (0, 1):
-            xs = x6[:, :, p, :, q]
-            acc = jnp.zeros_like(xs)
-            for oa in src[p]:
-                for ob in src[q]:
-                    win_y = yp[:, oa:oa + ho + 1, ob:ob + wo + 1]
-                    acc = acc + jnp.where(xs == win_y, sp[:, oa:oa + ho + 1, ob:ob + wo + 1], 0.0)
-            row.append(acc)
-        parts.append(jnp.stack(row, axis=3))  # [n, ho+1, wo+1, 2(q), c]
-    dx = jnp.stack(parts, axis=2).reshape(n, 2 * ho + 2, 2 * wo + 2, c)  # [n, ho+1, 2(p), wo+1, 2(q), c]
+    window = lambda a, oa, ob: a[:, oa:oa + ho + 1, ob:ob + wo + 1]
+
+    def gather(p: int, q: int) -> Array:  # gradient of the inputs at parity (p, q): [n, ho+1, wo+1, c]
+        xs = x6[:, :, p, :, q]
+        return sum(jnp.where(xs == window(yp, oa, ob), window(sp, oa, ob), 0.0) for oa in src[p] for ob in src[q])
+
+    dx = jnp.stack([jnp.stack([gather(p, q) for q in (0, 1)], axis=3) for p in (0, 1)], axis=2)
+    dx = dx.reshape(n, 2 * ho + 2, 2 * wo + 2, c)  # from [n, ho+1, 2(p), wo+1, 2(q), c]
     return (dx[:, 1:1 + h, 1:1 + w],)
 
 

@@ -20,7 +20,7 @@ def _csv_list(cast):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="what", required=True, metavar="frames|images")
+    sub = parser.add_subparsers(dest="what", required=True, metavar="frames|images|merge")
     f = sub.add_parser("frames", help="unlabelled scan videos / DICOM cine / HDF5 / PNG sequences -> frame store")
     f.add_argument("--src", required=True, help="export folder, searched recursively (non-media files are ignored)")
     f.add_argument("--out", required=True, help="frame store folder; rerunning on it finishes or extends it")
@@ -57,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     i.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     i.add_argument("--force", action="store_true", help="rebuild even if the store is up to date")
     _common(i)
+    from data_prep import sharding
+    sharding.add_shard_argument(f)
+    sharding.add_shard_argument(i)
+    sharding.add_merge_parser(sub)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -79,6 +83,9 @@ def run_frames(args: argparse.Namespace) -> int:
     if args.size < 8 or args.stride < 1 or args.fan_frames < 1:
         print("prepare frames: need --size >= 8, --stride >= 1, --fan-frames >= 1", file=sys.stderr)
         return 2
+    if args.shard:
+        from data_prep import sharding
+        return sharding.run_frames_shard(args, st)
     try:
         res = frames.build(args.src, args.out, st, workers=args.workers, threads=args.threads, salt=args.salt,
                            overwrite=args.overwrite, progress=not args.quiet)
@@ -112,6 +119,9 @@ def run_images(args: argparse.Namespace) -> int:
                               split_seed=args.seed[0] if args.split_seed is None else args.split_seed,
                               fractions=tuple(args.fractions))
     root = args.root or os.path.dirname(os.path.abspath(args.csv))
+    if args.shard:
+        from data_prep import sharding
+        return sharding.run_images_shard(args, st, root)
     try:
         m, rebuilt = images.build(args.csv, root, args.out, st, workers=args.workers, progress=not args.quiet,
                                   force=args.force)
@@ -131,6 +141,9 @@ def run_images(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, overrides: list[str] | None = None) -> int:
+    if args.what == "merge":
+        from data_prep import sharding
+        return sharding.run_merge(args)
     return run_frames(args) if args.what == "frames" else run_images(args)
 
 

@@ -12,6 +12,7 @@ need the same simulation.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from typing import Any
@@ -140,6 +141,27 @@ def expand(grid: ml_collections.ConfigDict, sweep_dir: str) -> list[Job]:
                                      marker=os.path.join(wd, "metrics.json"),
                                      info=dict(info, protocol=protocol, fraction=float(frac), seed=int(seed))))
     return topological(dedupe(data.jobs + pretrain + evals))
+
+
+def shard_prepare(jobs: list[Job], num_shards: int) -> list[Job]:
+    """Each prepare job as ``num_shards`` shard jobs (``--shard I/N``, one stable-hash 1/N of the sources
+    each, data_prep/sharding.py) and its merge (``prepare merge``), which keeps the job's id and marker, so
+    the jobs needing the store wait for the merge. N <= 1: the jobs as they are."""
+    if num_shards <= 1:
+        return jobs
+    out: list[Job] = []
+    for j in jobs:
+        if j.kind != "prepare":
+            out.append(j)
+            continue
+        ids = []
+        for i in range(num_shards):
+            ids.append(f"{j.id}/shard-{i}-of-{num_shards}")
+            out.append(Job(id=ids[-1], kind="prepare-shard", args=[*j.args, "--shard", f"{i}/{num_shards}"],
+                           marker=os.path.join(j.workdir, "shards", f"shard-{i}-of-{num_shards}.json"),
+                           workdir=j.workdir, deps=list(j.deps), info=dict(shard_of=j.id, shard=i, shards=num_shards)))
+        out.append(dataclasses.replace(j, args=["prepare", "merge", "--out", j.workdir, "--quiet"], deps=ids))
+    return topological(out)
 
 
 def select(jobs: list[Job], patterns: list[str]) -> list[Job]:

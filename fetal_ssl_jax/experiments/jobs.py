@@ -54,8 +54,9 @@ class Job:
         return dataclasses.replace(self, args=args)
 
     def shell(self, python: str = "python", coordinator: str = "${COORDINATOR}", process_id: str = "${PROCESS_ID:-0}",
-              log: str | None = None) -> str:
-        """One idempotent shell line: skipped when the marker exists (any batch system can rerun it)."""
+              log: str | None = None, launch: str = LAUNCH) -> str:
+        """One idempotent shell line: skipped when the marker exists (any batch system can rerun it).
+        ``launch``: launch.py as the executing machine sees it (e.g. 'launch.py' run from the repository)."""
         parts = []
         for a in self.args:
             if a == COORD:
@@ -64,7 +65,7 @@ class Job:
                 parts.append(f'"{process_id}"')
             else:
                 parts.append(shlex.quote(a))
-        cmd = f"{python} {shlex.quote(LAUNCH)} " + " ".join(parts)
+        cmd = f"{python} {shlex.quote(launch)} " + " ".join(parts)
         if log:  # may hold ${PROCESS_ID}: double quotes (paths from the sweep hold no quotes or '$' otherwise)
             cmd += f' >> "{log}" 2>&1'
 

@@ -8,7 +8,9 @@ tables ``runs.csv`` / ``results.csv`` (mean ± std over seeds) in DIR are rewrit
 
 Backends: sequential (default); ``--devices auto|0,1,..`` one job per GPU; ``--jobs N`` N
 CPU jobs at once; ``--emit commands`` (commands.txt, one idempotent line per job, for any
-batch system); ``--emit slurm`` (sbatch array script per stage + submit.sh).
+batch system); ``--emit slurm`` (sbatch array script per stage + submit.sh); ``--emit tpu-vm``
+(gcloud ssh lines for a TPU VM pod slice), ``--emit k8s`` (Job / JobSet manifests for GKE),
+``--emit skypilot`` (task YAMLs). ``--prepare-shards N`` splits data preparation into N shards.
 """
 from __future__ import annotations
 
@@ -24,8 +26,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", default="configs/paper_grid.py",
                    help="grid config file[:variant] (default %(default)s); --config.k=v overrides its fields")
     p.add_argument("--workdir", required=True, help="sweep folder: one subfolder per job, tables, logs, status")
-    p.add_argument("--emit", choices=("commands", "slurm"), default=None,
-                   help="write the pending jobs for a cluster instead of running them here")
     p.add_argument("--devices", default="", help="'auto' or '0,1,...': run one job per GPU at a time")
     p.add_argument("--jobs", type=int, default=1, help="concurrent CPU jobs when --devices is not given")
     p.add_argument("--only", nargs="*", default=[], metavar="GLOB",
@@ -33,17 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="print the jobs and their state, run nothing")
     p.add_argument("--max-jobs", type=int, default=0, help="start at most N jobs, then stop (0 = all)")
     p.add_argument("--no-report", action="store_true", help="do not write report.md + plots at the end")
-    p.add_argument("--python", default=sys.executable, help="interpreter in emitted command lines")
-    g = p.add_argument_group("--emit slurm")
-    g.add_argument("--slurm-partition", default="")
-    g.add_argument("--slurm-account", default="")
-    g.add_argument("--slurm-time", default="24:00:00")
-    g.add_argument("--slurm-gpus-per-node", type=int, default=1)
-    g.add_argument("--slurm-cpus-per-task", type=int, default=8)
-    g.add_argument("--slurm-mem", default="")
-    g.add_argument("--slurm-max-parallel", type=int, default=0, help="array throttle (%%N)")
-    g.add_argument("--slurm-extra", action="append", default=[], help="extra '#SBATCH' option, repeatable")
-    g.add_argument("--slurm-setup", default="", help="shell line before each job, e.g. 'source .venv/bin/activate'")
+    p.add_argument("--prepare-shards", type=int, default=1, metavar="N",
+                   help="prepare each store as N shard jobs (prepare --shard I/N, an array job on slurm/k8s/"
+                        "skypilot) plus a merge job (prepare merge) ahead of the jobs that need the store")
+    from fetal_ssl_jax.experiments import backends
+    backends.add_arguments(p)
 
 
 def load_jobs(grid_spec: str, overrides: list[str], workdir: str, only: list[str] | None = None):
@@ -70,9 +64,10 @@ def write_job_files(jobs, workdir: str, cfg) -> None:
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
-    from fetal_ssl_jax.experiments import emit, runner
+    from fetal_ssl_jax.experiments import backends, grid as grid_lib, runner
     try:
         cfg, jobs = load_jobs(args.grid, overrides, args.workdir, args.only)
+        jobs = grid_lib.shard_prepare(jobs, args.prepare_shards)
     except (FileNotFoundError, KeyError, ValueError, AttributeError) as e:
         print(f"launch.py sweep: {e}", file=sys.stderr)
         return 2
@@ -83,17 +78,15 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         print(f"{len(jobs)} jobs, {sum(j.done() for j in jobs)} finished")
         return 0
     write_job_files(jobs, workdir, cfg)
-    if args.emit == "commands":
-        paths = emit.write_commands(jobs, workdir, args.python)
-        print(f"wrote {sum(not j.done() for j in jobs)} command lines: " + ", ".join(paths))
-        return 0
-    if args.emit == "slurm":
-        opts = emit.SlurmOptions(partition=args.slurm_partition, account=args.slurm_account, time=args.slurm_time,
-                                 gpus_per_node=args.slurm_gpus_per_node, cpus_per_task=args.slurm_cpus_per_task,
-                                 mem=args.slurm_mem, max_parallel=args.slurm_max_parallel, extra=args.slurm_extra,
-                                 setup=args.slurm_setup)
-        paths = emit.write_slurm(jobs, workdir, opts, str(cfg.get("name", "sweep")), args.python)
-        print("wrote " + ", ".join(paths) + f"\nsubmit with: bash {os.path.join(workdir, 'slurm', 'submit.sh')}")
+    if args.emit:
+        try:
+            paths, how = backends.write(jobs, workdir, args, str(cfg.get("name", "sweep")))
+        except ValueError as e:
+            print(f"launch.py sweep: {e}", file=sys.stderr)
+            return 2
+        shown = paths if len(paths) <= 8 else paths[:3] + [f"... {len(paths) - 6} more ..."] + paths[-3:]
+        print(f"{args.emit}: {sum(not j.done() for j in jobs)} pending jobs; wrote " + ", ".join(shown)
+              + f"\nsubmit with: {how}")
         return 0
     from fetal_ssl_jax.report import tables
 

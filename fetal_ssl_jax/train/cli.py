@@ -1,4 +1,7 @@
-"""`launch.py pretrain --config configs/<method>.py[:variant] --workdir DIR [--config.k=v ...]`."""
+"""`launch.py pretrain --config configs/<method>.py[:variant] --workdir DIR [--config.k=v ...]`.
+
+With ``--emit commands|slurm|tpu-vm|k8s|skypilot`` (and ``--num-processes N`` for N hosts) the run is
+written for a cluster into DIR/<backend>/ instead of being run here (experiments/backends.py)."""
 from __future__ import annotations
 
 import argparse
@@ -13,9 +16,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-processes", type=int, default=0)
     p.add_argument("--process-id", type=int, default=-1)
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    from fetal_ssl_jax.experiments import backends
+    backends.add_arguments(p)  # --emit BACKEND: write this run for a cluster (--num-processes N hosts) instead
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
+    if args.emit:
+        from fetal_ssl_jax.experiments import backends
+        return backends.emit_pretrain(args, overrides)
     from fetal_ssl_jax.train.pretrain import validate
     cfg = cli_errors.load_config("pretrain", args.config, overrides, validate)
     if cfg is None:

@@ -1,12 +1,12 @@
 """Device mesh and shardings: the batch is split over 'data', the train state replicated.
 
 Also the multi-process start: ``jax.distributed.initialize()`` when the launch
-environment (SLURM, TPU pod, or explicit coordinator flags) says there are several.
+environment (SLURM, TPU pod, Kubernetes, SkyPilot, or explicit coordinator flags) says there are several.
 """
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -15,20 +15,56 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 DATA = "data"
 
 
+COORDINATOR_PORT = 8476  # the port JAX's own cluster detection uses on TPU pods
+
+
+def distributed_args(env: Mapping[str, str] | None = None, coordinator: str = "", num_processes: int = 0,
+                     process_id: int = -1) -> dict[str, Any] | None:
+    """The ``jax.distributed.initialize`` keyword arguments for this launch environment; None = one process.
+
+    In order: explicit flags; our own variables (``FETAL_SSL_JAX_COORDINATOR`` + ``FETAL_SSL_JAX_NUM_PROCESSES``,
+    process id from ``FETAL_SSL_JAX_PROCESS_ID`` or Kubernetes' ``JOB_COMPLETION_INDEX``: the emitted
+    Kubernetes Indexed Job / JobSet manifests set them); ``FETAL_SSL_JAX_DISTRIBUTED=auto`` (set by the emitted
+    ``gcloud ... tpu-vm ssh --worker=all`` lines and TPU SkyPilot tasks: {}, JAX finds the pod slice's workers
+    from the TPU metadata server); SkyPilot (``SKYPILOT_NODE_IPS``, ``SKYPILOT_NODE_RANK``); then JAX's own
+    detection ({}) for a multi-task SLURM allocation or a GKE TPU pod with several ``TPU_WORKER_HOSTNAMES``.
+    """
+    env = os.environ if env is None else env
+    if coordinator and num_processes > 1:
+        return dict(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    n = int(env.get("FETAL_SSL_JAX_NUM_PROCESSES", "0") or 0)
+    if env.get("FETAL_SSL_JAX_COORDINATOR") and n > 1:
+        pid = env.get("FETAL_SSL_JAX_PROCESS_ID", "") or env.get("JOB_COMPLETION_INDEX", "")
+        if pid == "":
+            raise RuntimeError("FETAL_SSL_JAX_COORDINATOR is set but neither FETAL_SSL_JAX_PROCESS_ID nor "
+                               "JOB_COMPLETION_INDEX says which process this is")
+        return dict(coordinator_address=_with_port(env["FETAL_SSL_JAX_COORDINATOR"]), num_processes=n,
+                    process_id=int(pid))
+    if env.get("FETAL_SSL_JAX_DISTRIBUTED", "") == "auto":  # before SkyPilot's: a TPU pod slice under SkyPilot
+        return {}
+    ips = [ip.strip() for ip in env.get("SKYPILOT_NODE_IPS", "").splitlines() if ip.strip()]
+    if len(ips) > 1:
+        return dict(coordinator_address=f"{ips[0]}:{COORDINATOR_PORT}", num_processes=len(ips),
+                    process_id=int(env.get("SKYPILOT_NODE_RANK", "0")))
+    slurm = int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in env
+    tpu = "," in env.get("TPU_WORKER_HOSTNAMES", "")
+    if slurm or tpu:
+        return {}
+    return None
+
+
+def _with_port(address: str) -> str:
+    return address if ":" in address.rsplit("]", 1)[-1] else f"{address}:{COORDINATOR_PORT}"
+
+
 def maybe_initialize_distributed(coordinator: str = "", num_processes: int = 0, process_id: int = -1) -> bool:
-    """Starts jax.distributed when asked to or when SLURM/TPU-pod variables say so; idempotent."""
+    """Starts jax.distributed when asked to or when the environment says so (see distributed_args); idempotent."""
     if getattr(maybe_initialize_distributed, "_done", False):
         return True
-    explicit = bool(coordinator) and num_processes > 1
-    slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ
-    tpu = "TPU_WORKER_HOSTNAMES" in os.environ and "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    if not (explicit or slurm or tpu):
+    kwargs = distributed_args(os.environ, coordinator, num_processes, process_id)
+    if kwargs is None:
         return False
-    if explicit:
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id)
-    else:
-        jax.distributed.initialize()
+    jax.distributed.initialize(**kwargs)
     maybe_initialize_distributed._done = True
     return True
 

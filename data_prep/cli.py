@@ -39,6 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--salt", default=None, help="salt for hashing DICOM PatientIDs (default: a random one kept "
                                                 "in STORE/patient_salt; reuse it to make ids comparable)")
     f.add_argument("--overwrite", action="store_true", help="discard what is in --out and start again")
+    f.add_argument("--doppler", choices=("keep-grey", "skip", "as-is"), default="keep-grey",
+                   help="colour-flow (Doppler) frames: keep-grey = keep them with the colour pixels set to black, "
+                        "as blood looks in B-mode (default); skip = drop them; as-is = grey of the colour image")
+    f.add_argument("--mm-per-pixel", type=float, default=None,
+                   help="resample DICOM with an Ultrasound Region Calibration to this many mm per output pixel "
+                        "(default: fit the scan region to --size; its mm/px is recorded in the manifest)")
+    f.add_argument("--stride-ms", type=float, default=None,
+                   help="sample one frame per this many ms of scan time, from each video's frame timing (DICOM "
+                        "FrameTime/FrameTimeVector/CineRate, container rate); videos without timing use --stride")
     _common(f)
     i = sub.add_parser("images", help="labelled stills + labels.csv -> labelled store with splits and fractions")
     i.add_argument("--csv", required=True, help="CSV with columns image_path,class,patient_id")
@@ -79,9 +88,14 @@ def _report_skips(skipped: list[dict], limit: int = 50) -> None:
 def run_frames(args: argparse.Namespace) -> int:
     from data_prep import frames
     st = frames.FrameSettings(size=args.size, stride=args.stride, crop=args.crop, fan_frames=args.fan_frames,
-                              dedup_threshold=args.dedup_threshold, patient_pattern=args.patient_pattern)
+                              dedup_threshold=args.dedup_threshold, patient_pattern=args.patient_pattern,
+                              doppler=args.doppler, mm_per_pixel=args.mm_per_pixel, stride_ms=args.stride_ms)
     if args.size < 8 or args.stride < 1 or args.fan_frames < 1:
         print("prepare frames: need --size >= 8, --stride >= 1, --fan-frames >= 1", file=sys.stderr)
+        return 2
+    if (args.mm_per_pixel is not None and not args.mm_per_pixel > 0) or \
+            (args.stride_ms is not None and not args.stride_ms > 0):
+        print("prepare frames: --mm-per-pixel and --stride-ms must be > 0", file=sys.stderr)
         return 2
     if args.shard:
         from data_prep import sharding

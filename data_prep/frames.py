@@ -22,6 +22,7 @@ import time
 from typing import Any, Iterator
 
 import numpy as np
+from scipy import ndimage
 
 from fetal_ssl_jax.workdir_lock import WorkdirBusy, WorkdirLock
 from data_prep import fan as fan_lib
@@ -48,10 +49,26 @@ class FrameSettings:
     blank_threshold: int = 8          # a frame whose max is below this is blank
     patient_pattern: str | None = None
     salt_sha256: str = ""             # fingerprint of the patient-id salt, never the salt
+    doppler: str = "keep-grey"        # colour-flow frames: keep-grey (overlay blanked) | skip | as-is
+    mm_per_pixel: float | None = None  # resample calibrated DICOM to this many mm per output pixel
+    stride_ms: float | None = None    # per-video stride from its frame timing, so every video samples alike
+
+    def __post_init__(self):
+        if self.doppler not in DOPPLER_MODES:
+            raise ValueError(f"doppler must be one of {', '.join(DOPPLER_MODES)}, got {self.doppler!r}")
 
     def digest(self) -> str:
-        blob = json.dumps(dict(dataclasses.asdict(self), builder=BUILDER), sort_keys=True)
+        d = dataclasses.asdict(self)
+        for k, v in _ADDED_LATER.items():  # absent at their default: stores built before them still match
+            if d[k] == v:
+                del d[k]
+        blob = json.dumps(dict(d, builder=BUILDER), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_ADDED_LATER = {"doppler": "keep-grey", "mm_per_pixel": None, "stride_ms": None}
+DOPPLER_MODES = ("keep-grey", "skip", "as-is")
+DOPPLER_MIN_FRACTION = 0.005  # colour-flow pixels in the fan (of its area) that make a frame a Doppler frame
 
 
 # ---------------------------------------------------------------- one source (runs in a worker)
@@ -63,29 +80,80 @@ def _atomic_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _layout_for(frames: list[np.ndarray], clip: readers.Clip, st: FrameSettings) -> tuple[resize.Layout, dict]:
+def _layout_for(frames: list[np.ndarray], clip: readers.Clip,
+                st: FrameSettings) -> tuple[resize.Layout, dict, fan_lib.Fan, list | None]:
+    """Crop (calibrated region, else detected fan), scale, and the output's mm per pixel (None = unknown)."""
     h, w = frames[0].shape
-    if clip.lut is not None:  # limited-range video: black is 16 until mapped
-        frames = [clip.lut[f] for f in frames]
-    fan = fan_lib.detect_fan(frames) if st.crop == "fan" else fan_lib.full_frame(h, w)
-    return resize.plan(fan, st.size, clip.lut), fan.describe()
+    region = clip.meta.get("region")
+    if st.crop == "none":
+        fan = fan_lib.full_frame(h, w)
+    elif region and region["bbox"][1] <= h and region["bbox"][3] <= w:
+        fan = fan_lib.Fan(tuple(region["bbox"]), None, "region")
+    else:
+        if clip.lut is not None:  # limited-range video: black is 16 until mapped
+            frames = [clip.lut[f] for f in frames]
+        fan = fan_lib.detect_fan(frames)
+    src_mm = region.get("mm_per_pixel") if region else None
+    scale, out_mm = None, None
+    if src_mm and st.mm_per_pixel:
+        scale, out_mm = (src_mm[0] / st.mm_per_pixel, src_mm[1] / st.mm_per_pixel), [st.mm_per_pixel] * 2
+    elif src_mm:
+        y0, y1, x0, x1 = fan.bbox
+        s = st.size / max(y1 - y0, x1 - x0)
+        out_mm = [round(src_mm[0] / s, 6), round(src_mm[1] / s, 6)]
+    return resize.plan(fan, st.size, clip.lut, scale), fan.describe(), fan, out_mm
 
 
-def iter_clip(clip: readers.Clip, st: FrameSettings, info: dict) -> Iterator[tuple[int, np.ndarray]]:
-    """Streams one clip through fan detection, crop/resize, blank and duplicate dropping.
+def _is_doppler(col: np.ndarray | None, fan: fan_lib.Fan) -> bool:
+    """Colour-flow pixels cover at least DOPPLER_MIN_FRACTION of the fan (colour bars and logos lie outside)."""
+    if col is None:
+        return False
+    y0, y1, x0, x1 = fan.bbox
+    sub = col[y0:y1, x0:x1]
+    area = (y1 - y0) * (x1 - x0)
+    if fan.mask is not None:
+        sub = sub & fan.mask
+        area = int(fan.mask.sum())
+    return int(sub.sum()) >= max(16, DOPPLER_MIN_FRACTION * area)
+
+
+def clip_stride(clip: readers.Clip, st: FrameSettings) -> tuple[int, str | None]:
+    """The clip's frame stride: from --stride-ms and its frame timing, else --stride (with the reason)."""
+    if not st.stride_ms:
+        return st.stride, None
+    t = clip.meta.get("timing")
+    if not t:
+        return st.stride, (f"no frame timing (DICOM FrameTime/FrameTimeVector/CineRate or container rate): "
+                           f"--stride-ms {st.stride_ms:g} not applied, --stride {st.stride} used")
+    return max(1, int(round(st.stride_ms / t["frame_time_ms"]))), None
+
+
+def iter_clip(clip: readers.Clip, st: FrameSettings, info: dict,
+              stride: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Streams one clip through fan detection, crop/resize, Doppler, blank and duplicate dropping.
 
     Yields (source frame index, uint8 [size, size]); fills ``info`` with the clip's
     statistics when exhausted. Only the first ``fan_frames`` frames are ever held.
     """
-    stats = {"decoded": 0, "blank": 0, "duplicate": 0, "written": 0}
-    prefix: list[tuple[int, np.ndarray]] = []
+    stride = stride or st.stride
+    stats = {"decoded": 0, "blank": 0, "duplicate": 0, "written": 0, "doppler": 0, "doppler_dropped": 0}
+    prefix: list[tuple[int, np.ndarray, np.ndarray | None]] = []
     layout: resize.Layout | None = None
+    fan: fan_lib.Fan | None = None
     fan_info: dict = {}
+    out_mm: list | None = None
     shape: tuple[int, int] | None = None
     prev: np.ndarray | None = None
 
-    def keep(fr: np.ndarray) -> np.ndarray | None:
+    def keep(fr: np.ndarray, col: np.ndarray | None) -> np.ndarray | None:
         nonlocal prev
+        if _is_doppler(col, fan):
+            stats["doppler"] += 1
+            if st.doppler == "skip":
+                stats["doppler_dropped"] += 1
+                return None
+            if st.doppler == "keep-grey":  # flow is blood, which B-mode shows black; 1 px more for the colour fringe
+                fr = np.where(ndimage.binary_dilation(col), np.uint8(0), fr)
         out = layout.apply(fr)
         if int(out.max()) < st.blank_threshold:
             stats["blank"] += 1
@@ -99,41 +167,46 @@ def iter_clip(clip: readers.Clip, st: FrameSettings, info: dict) -> Iterator[tup
         return out
 
     def flush() -> Iterator[tuple[int, np.ndarray]]:
-        for i, f in prefix:
-            out = keep(f)
+        for i, f, c in prefix:
+            out = keep(f, c)
             if out is not None:
                 yield i, out
 
-    for idx, fr in clip.frames(st.stride):
+    for idx, fr in clip.frames(stride):
+        col = clip.colour  # set by the reader for the frame it just yielded
         stats["decoded"] += 1
         if shape is None:
             shape = fr.shape
         elif fr.shape != shape:
             raise readers.BadSource(f"frame size changed mid-clip from {shape} to {fr.shape} at frame {idx}")
         if layout is None:
-            prefix.append((idx, np.array(fr, copy=True)))
+            prefix.append((idx, np.array(fr, copy=True), col))
             if len(prefix) >= st.fan_frames:
-                layout, fan_info = _layout_for([f for _, f in prefix], clip, st)
+                layout, fan_info, fan, out_mm = _layout_for([f for _, f, _ in prefix], clip, st)
                 yield from flush()
                 prefix = []
         else:
-            out = keep(fr)
+            out = keep(fr, col)
             if out is not None:
                 yield idx, out
     if layout is None and prefix:
-        layout, fan_info = _layout_for([f for _, f in prefix], clip, st)
+        layout, fan_info, fan, out_mm = _layout_for([f for _, f, _ in prefix], clip, st)
         yield from flush()
     if stats["decoded"] == 0:
         raise readers.BadSource("zero frames")
+    region = clip.meta.get("region")
     info.update({"count": stats["written"], "source_frames": clip.num_frames, "sampled": stats["decoded"],
                  "dropped_blank": stats["blank"], "dropped_duplicate": stats["duplicate"],
+                 "doppler_frames": stats["doppler"], "dropped_doppler": stats["doppler_dropped"],
+                 "stride": stride, "timing": clip.meta.get("timing"), "mm_per_pixel": out_mm,
+                 "source_mm_per_pixel": region.get("mm_per_pixel") if region else None,
                  "source_shape": list(shape), "fan": fan_info, **({"dataset": clip.name} if clip.name else {})})
 
 
 def _convert_clip(clip: readers.Clip, st: FrameSettings, video_id: str, patient_id: str,
-                  w: records.RecordWriter) -> dict:
+                  w: records.RecordWriter, stride: int | None = None) -> dict:
     info: dict = {"video_id": video_id, "patient_id": patient_id}
-    for idx, out in iter_clip(clip, st, info):
+    for idx, out in iter_clip(clip, st, info, stride):
         w.write(frame_record(out, video_id, patient_id, idx))
     return info
 
@@ -157,13 +230,19 @@ def convert_source(task: dict) -> dict:
         for clip in clips:
             pid = patient_id_for(src, clip, st, task.get("salt", ""))
             vid = src.video_id + (f"/{clip.name.strip('/')}" if clip.name else "")
-            info = _convert_clip(clip, st, vid, pid, writer)
-            if clip.num_frames and info["sampled"] < -(-clip.num_frames // st.stride) and src.kind == "video":
+            stride, why = clip_stride(clip, st)
+            info = _convert_clip(clip, st, vid, pid, writer, stride)
+            part["warnings"].extend(f"{src.rel}: {w}" for w in clip.meta.get("warnings", []) + [why] if w)
+            if st.mm_per_pixel and not info["source_mm_per_pixel"]:
+                part["warnings"].append(f"{src.rel}: no physical calibration (Ultrasound Region Calibration in cm): "
+                                        f"not resampled to --mm-per-pixel {st.mm_per_pixel:g}, fitted to --size")
+            if clip.num_frames and info["sampled"] < -(-clip.num_frames // stride) and src.kind == "video":
                 part["warnings"].append(f"{vid}: container says {clip.num_frames} frames, decoded fewer "
-                                        f"({info['sampled']} sampled at stride {st.stride}); file may be truncated")
+                                        f"({info['sampled']} sampled at stride {stride}); file may be truncated")
             part["videos"].append(info)
         if writer.count == 0:
-            raise readers.BadSource("no usable frames (all blank, duplicate or unreadable)")
+            why = ", or colour Doppler dropped by --doppler skip" if st.doppler == "skip" else ""
+            raise readers.BadSource(f"no usable frames (all blank, duplicate or unreadable{why})")
         writer.close()
         part.update(status="done", shard=shard, frames=writer.count)
     except readers.BadSource as e:
@@ -346,8 +425,8 @@ def build(src_dir: str, out: str, settings: FrameSettings | None = None, workers
             part = _load_part(out, s)
             if part is not None and part.get("settings") not in (None, digest):
                 raise SettingsMismatch(
-                    f"{out} was built with other settings (size/stride/crop/dedup/patient options or salt); "
-                    "use a new --out, the same options, or --overwrite")
+                    f"{out} was built with other settings (size/stride/crop/dedup/patient/doppler/"
+                    "mm-per-pixel/stride-ms options or salt); use a new --out, the same options, or --overwrite")
             if _is_fresh(part, s, digest, out):
                 parts[s.rel] = part
             else:

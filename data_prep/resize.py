@@ -37,15 +37,27 @@ class Layout:
         return out
 
 
-def plan(fan: Fan, size: int, lut: np.ndarray | None = None) -> Layout:
+def plan(fan: Fan, size: int, lut: np.ndarray | None = None,
+         scale: tuple[float, float] | None = None) -> Layout:
+    """Fit the fan's box into size x size; or, with ``scale`` = (output px per source px down, across),
+    resample at that scale, cropping what does not fit (centred across, from the top down: the probe)."""
     y0, y1, x0, x1 = fan.bbox
     bh, bw = y1 - y0, x1 - x0
-    s = size / max(bh, bw)
-    w, h = max(1, min(size, round(bw * s))), max(1, min(size, round(bh * s)))
+    fmask = fan.mask
+    if scale is None:
+        sy = sx = size / max(bh, bw)
+    else:
+        sy, sx = scale
+        ch, cw = min(bh, max(1, int(size / sy))), min(bw, max(1, int(size / sx)))
+        cx = x0 + (bw - cw) // 2
+        if fmask is not None:
+            fmask = fmask[:ch, cx - x0:cx - x0 + cw]
+        y1, x0, x1, bh, bw = y0 + ch, cx, cx + cw, ch, cw
+    w, h = max(1, min(size, round(bw * sx))), max(1, min(size, round(bh * sy)))
     ox, oy = (size - w) // 2, (size - h) // 2
     mask = None
-    if fan.mask is not None:
-        m = Image.fromarray(fan.mask.astype(np.uint8) * 255).resize((w, h), Image.BILINEAR)
+    if fmask is not None:
+        m = Image.fromarray(fmask.astype(np.uint8) * 255).resize((w, h), Image.BILINEAR)
         mask = np.zeros((size, size), np.uint8)
         mask[oy:oy + h, ox:ox + w] = np.asarray(m) >= 128
     return Layout(size, (x0, y0, x1, y1), (w, h), (ox, oy), mask, lut)

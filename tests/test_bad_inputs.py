@@ -80,6 +80,13 @@ def _media(d):
         ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG-2: no decoder installed
         ds.save_as(p)
 
+    def dicom_argb(p):
+        import pydicom
+        sm.write_dicom(p, good, "raw")
+        ds = pydicom.dcmread(p)
+        ds.PhotometricInterpretation = "ARGB"
+        ds.save_as(p)
+
     def bad_member(p):
         os.makedirs(p)
         for i in range(3):
@@ -101,6 +108,10 @@ def _media(d):
         "DICOM without pixel data": ("nopix.dcm", lambda p: sm.write_dicom(p, good, "raw", pixel_data=False),
                                      "no pixel data"),
         "DICOM with unsupported transfer syntax": ("mpeg2.dcm", dicom_mpeg2, "unsupported transfer syntax"),
+        "DICOM with an unknown photometric interpretation": ("argb.dcm", dicom_argb,
+                                                             "unsupported photometric interpretation 'ARGB'"),
+        "not DICOM despite .dcm": ("notes.dcm", lambda p: open(p, "w").write("scan notes, not an image\n" * 20),
+                                   "not a readable DICOM file"),
         "HDF5 without a frame stack": ("table.h5", lambda p: sm.write_hdf5(p, {"t": np.zeros((5,), np.uint8)}),
                                        "no frame-stack dataset"),
         "HDF5 with zero frames": ("zero.h5", lambda p: sm.write_hdf5(p, {"v": np.zeros((0, H, W), np.uint8)}),
@@ -125,8 +136,9 @@ def frames_run(tmp_path_factory):
 
 
 MEDIA_KINDS = ["corrupt video", "truncated video", "zero-frame video", "empty file", "wrong extension",
-               "DICOM without pixel data", "DICOM with unsupported transfer syntax", "HDF5 without a frame stack",
-               "HDF5 with zero frames", "unreadable PNG in a sequence", "frame size change in a sequence"]
+               "DICOM without pixel data", "DICOM with unsupported transfer syntax",
+               "DICOM with an unknown photometric interpretation", "not DICOM despite .dcm",
+               "HDF5 without a frame stack", "HDF5 with zero frames", "unreadable PNG in a sequence", "frame size change in a sequence"]
 
 
 @pytest.mark.parametrize("kind", MEDIA_KINDS)

@@ -10,6 +10,8 @@ import tempfile
 
 import numpy as np
 
+from xla_env import xla_flags_with_devices
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -22,7 +24,7 @@ def env_with_devices(n: int) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", JIT_CACHE)
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
+    env["XLA_FLAGS"] = xla_flags_with_devices(n, os.environ.get("XLA_FLAGS", ""))
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -11,6 +11,11 @@ library function that runs there) and then runs ``launch.main``. FAULT is ``name
     kill_record=SPLIT:N    SIGKILL at the N-th record written to SPLIT's file (prepare images)
     kill_index=NAME        SIGKILL when the index file NAME is about to be written (prepare images)
     kill_commit            SIGKILL halfway through putting a staged labelled store in place
+    val_bonus=S:B,...      fine-tuning's validation macro-F1 at step S is shifted by B before selection
+                           (e.g. 16:-2,24:2: F1 lies in [0, 1], so step 16 is never selected, step 24 always replaces the
+                           selection), so a test's precondition does not hang on float rounding
+
+Several faults combine with '+': ``val_bonus=24:1+kill_selected_overwrite``.
 """
 from __future__ import annotations
 
@@ -42,11 +47,24 @@ def _patch_finalize(match) -> None:
     atomicity.AtomicRenameTemporaryPath.finalize = finalize
 
 
-def install(fault: str) -> None:
+def install(faults: str) -> None:
+    for fault in faults.split("+"):
+        _install_one(fault)
+
+
+def _install_one(fault: str) -> None:
     name, _, arg = fault.partition("=")
     if name == "none":
         return
-    if name == "kill_ckpt_finalize":
+    if name == "val_bonus":
+        from fetal_ssl_jax.evaluate import finetune
+        bonus = {int(k): float(v) for k, v in (kv.split(":") for kv in arg.split(","))}
+        orig_update = finetune.Selection.update
+
+        def update(self, step, f1, variables):
+            return orig_update(self, step, f1 + bonus.get(int(step), 0.0), variables)
+        finetune.Selection.update = update
+    elif name == "kill_ckpt_finalize":
         _patch_finalize(lambda p: p.endswith(f"/checkpoints/{arg}"))
     elif name == "kill_selected_overwrite":
         _patch_finalize(lambda p: p.endswith("/variables") and "/selected" in p

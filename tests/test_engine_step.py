@@ -13,6 +13,8 @@ from fetal_ssl_jax.train import mesh as mesh_lib
 from fetal_ssl_jax.train import step as step_lib
 from fetal_ssl_jax.train.optimizers import make_optimizer
 
+from test_methods_helpers import quick_state
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SSL_METHODS = ("barlowtwins", "vicreg", "simclr", "byol", "moco", "autoencoder", "inpainting")
@@ -32,8 +34,9 @@ def _setup(method_name: str, batch: int = 16, size: int = 32):
 def _grads_on(n_devices: int, method_name: str):
     cfg, method, tx, lr_fn, host_batch = _setup(method_name)
     mesh = mesh_lib.make_mesh(n_devices)
-    size = host_batch["view1"].shape[1]
-    state = step_lib.init_state(method, tx, jax.random.key(0), (2, size, size, 1), mesh)
+    # A host-built state (tests/test_methods_helpers.quick_state): compiling the full initialiser twice
+    # per method cost more than the step under test; the initialiser is covered by every CLI test.
+    state = quick_state(method, tx, size=host_batch["view1"].shape[1])
     batch = mesh_lib.to_global(host_batch, mesh)
     rep = mesh_lib.replicated(mesh)
     fn = jax.jit(mesh_lib.under_mesh(step_lib.make_grads_fn(method, cfg.aug), mesh), in_shardings=(rep, mesh_lib.batch_sharding(mesh), rep),
@@ -59,7 +62,7 @@ def test_one_vs_four_devices_same_loss_and_grads(method_name):
 def test_nonfinite_loss_leaves_state_untouched():
     cfg, method, tx, lr_fn, host_batch = _setup("barlowtwins")
     mesh = mesh_lib.make_mesh(1)
-    state = step_lib.init_state(method, tx, jax.random.key(0), (2, 32, 32, 1), mesh)
+    state = jax.device_put(quick_state(method, tx), mesh_lib.replicated(mesh))
     before = jax.device_get(state.params)
     step = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, cfg.aug, debug_nan_step=0), mesh)
     new_state, metrics = step(state, mesh_lib.to_global(host_batch, mesh), jax.random.key(1))

@@ -18,6 +18,8 @@ from fetal_ssl_jax.models import resnet
 from fetal_ssl_jax.models.conv import Conv
 from fetal_ssl_jax.train import mesh as mesh_lib
 
+from float_reference import assert_as_accurate, to_float64
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUPPORTED = sys.platform.startswith("linux") and platform.machine() == "x86_64"
 
@@ -26,8 +28,15 @@ SUPPORTED = sys.platform.startswith("linux") and platform.machine() == "x86_64"
 def kernel():
     if not SUPPORTED:
         pytest.skip("the oneDNN wheel is pinned for Linux x86_64 only")
-    # requirements.txt installs oneDNN and the machine has a compiler: a failure here is a real defect.
-    assert onednn.available(), "oneDNN kernel unavailable; see the warning logged by fetal_ssl_jax.kernels.onednn"
+    mode = os.environ.get(onednn.ENV, "auto").lower()
+    if mode == "xla":
+        pytest.skip(f"{onednn.ENV}=xla turns the oneDNN kernel off for this run")
+    if not onednn.available():
+        why = onednn.unavailable_reason()
+        if mode == "auto" and "compiler" in why:  # the documented fallback: no C++ compiler on this machine
+            pytest.skip(f"oneDNN kernel not built here: {why}")
+        # requirements.txt installs oneDNN and the machine has a compiler: anything else is a real defect.
+        pytest.fail(f"oneDNN kernel unavailable: {why}")
 
 
 def _lax(x, w, s, p):
@@ -45,20 +54,41 @@ GEOMETRIES = [  # n, h, w, cin, cout, k, stride, pad
 ]
 
 
+def _sum_error_bound(terms: int, abs_sum):
+    """Worst-case float32 error of a sum of ``terms`` products in any order (and with FMA):
+    gamma_K * sum |a_i b_i|, gamma_K = K u / (1 - K u), u = 2^-24 (Higham, Accuracy and Stability, 3.1)."""
+    u = float(np.finfo(np.float32).eps) / 2
+    return terms * u / (1 - terms * u) * np.asarray(abs_sum, np.float64)
+
+
 @pytest.mark.parametrize("n,h,w,cin,cout,k,s,p", GEOMETRIES)
 def test_values_and_gradients_equal_lax(n, h, w, cin, cout, k, s, p):
+    """Output, dx and dW of oneDNN and of lax within the rounding bound of their sums, against float64.
+
+    Each output element is a sum of k*k*cin products, each dx element of at most k*k*cout, each dW element of
+    n*Ho*Wo; the bound holds for any summation order, so it holds for every ISA and kernel choice.
+    """
     rng = np.random.default_rng(k * 100 + cin)
-    x = jnp.asarray(rng.normal(size=(n, h, w, cin)).astype(np.float32))
-    wt = jnp.asarray(rng.normal(size=(k, k, cin, cout)).astype(np.float32))
+    x = rng.normal(size=(n, h, w, cin)).astype(np.float32)
+    wt = rng.normal(size=(k, k, cin, cout)).astype(np.float32)
     pad = ((p, p), (p, p))
-    ours, ref = onednn.conv2d(x, wt, (s, s), pad), _lax(x, wt, (s, s), pad)
-    assert ours.shape == ref.shape
-    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(ref).max()))
-    g = jnp.asarray(rng.normal(size=ref.shape).astype(np.float32))
+    ours, ref32 = onednn.conv2d(jnp.asarray(x), jnp.asarray(wt), (s, s), pad), _lax(x, wt, (s, s), pad)
+    assert ours.shape == ref32.shape
+    g = rng.normal(size=ref32.shape).astype(np.float32)
+    with jax.enable_x64(True):
+        def exact(x, w, g):  # float64 output, dx, dW of sum(conv(x, w) * g)
+            y, vjp = jax.vjp(lambda x, w: _lax(x, w, (s, s), pad), x, w)
+            return (y, *vjp(g))
+        ref = exact(*to_float64((x, wt, g)))
+        mag = exact(*to_float64((np.abs(x), np.abs(wt), np.abs(g))))  # sum |a_i b_i| per element
+    ho, wo = ref32.shape[1:3]
+    bounds = [_sum_error_bound(t, m) for t, m in zip((k * k * cin, k * k * cout, n * ho * wo), mag)]
     ga = jax.grad(lambda x, w: jnp.sum(onednn.conv2d(x, w, (s, s), pad) * g), (0, 1))(x, wt)
     gb = jax.grad(lambda x, w: jnp.sum(_lax(x, w, (s, s), pad) * g), (0, 1))(x, wt)
-    for a, b in zip(ga, gb):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
+    for name, got in (("oneDNN", (ours, *ga)), ("lax", (ref32, *gb))):
+        for what, a, r, bound in zip(("output", "dx", "dW"), got, ref, bounds):
+            err = np.abs(np.asarray(a, np.float64) - np.asarray(r))
+            assert np.all(err <= bound), f"{name} {what}: error {err.max():.3g} above its rounding bound"
 
 
 def test_jit_vmap_and_repeated_calls_agree():
@@ -101,23 +131,31 @@ def test_four_devices_run_per_shard_and_match_one_device():
     np.testing.assert_allclose(dw4, dw1, rtol=1e-5, atol=1e-4)
 
 
+def _resnet_loss_and_grads(x, dtype=jnp.float32, onednn_convs=True):
+    model = resnet.ResNet18(width=0.125, dtype=dtype)
+    v = model.init(jax.random.key(0), jnp.zeros((2, *x.shape[1:]), jnp.float32), train=True)
+    if dtype == jnp.float64:
+        v, x = to_float64((v, x))
+
+    def loss(p):
+        y, _ = model.apply({"params": p, "batch_stats": v["batch_stats"]}, x, train=True, mutable=["batch_stats"])
+        return jnp.mean(y ** 2)
+    return jax.device_get(jax.jit(jax.value_and_grad(loss))(v["params"]))
+
+
+# oneDNN and XLA sum in other orders, and this gradient passes BatchNorm over 4x4 and 2x2 maps,
+# which amplifies rounding very unevenly: a fixed tolerance held on AVX-512 and missed on AVX2
+# (one BN parameter 5e-4 relative). Stable on any CPU: oneDNN's loss and gradients are about as
+# close to a float64 evaluation (XLA's convolutions) as XLA's own float32 ones
+# (tests/float_reference.py); a wrong stride, padding or layout would be off by O(1).
 def test_resnet_same_with_onednn_and_xla(monkeypatch):
     x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 32, 32, 1)).astype(np.float32))
-    outs = []
-    for use in (True, False):
-        if not use:
-            monkeypatch.setattr(Conv, "use_onednn", lambda self, dtype: False)
-        model = resnet.ResNet18(width=0.125)
-        v = model.init(jax.random.key(0), x, train=True)
-
-        def loss(p):
-            y, _ = model.apply({"params": p, "batch_stats": v["batch_stats"]}, x, train=True, mutable=["batch_stats"])
-            return jnp.mean(y ** 2)
-        outs.append(jax.value_and_grad(loss)(v["params"]))
-    (la, ga), (lb, gb) = outs
-    np.testing.assert_allclose(float(la), float(lb), rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()) + 1e-7)
+    ours = _resnet_loss_and_grads(x)
+    monkeypatch.setattr(Conv, "use_onednn", lambda self, dtype: False)
+    theirs = _resnet_loss_and_grads(x)
+    with jax.enable_x64(True):
+        ref = _resnet_loss_and_grads(x, jnp.float64)
+    assert_as_accurate(ours, theirs, ref, "ResNet-18 loss and gradients with oneDNN convolutions")
 
 
 def test_conv_module_selects_the_kernel():

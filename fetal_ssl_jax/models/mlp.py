@@ -50,4 +50,4 @@ class MLP(nn.Module):
                      name="dense_out")(x)
         if self.last_bn:
             x = norm(use_scale=self.last_bn_affine, use_bias=self.last_bn_affine, name="bn_out")(x)
-        return x.astype(jnp.float32)
+        return x.astype(jnp.promote_types(self.dtype, jnp.float32))  # float64 stays (test references)

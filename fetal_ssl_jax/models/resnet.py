@@ -155,7 +155,7 @@ class ResNet(nn.Module):
                               zero_init_residual=self.zero_init_residual, dtype=self.dtype,
                               bn_momentum=self.bn_momentum,
                               name=f"layer{stage + 1}_{b}")(x, train)
-        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+        x = jnp.mean(x.astype(jnp.promote_types(self.dtype, jnp.float32)), axis=(1, 2))  # f64 stays f64
         if self.num_classes is not None:
             x = nn.Dense(self.num_classes, kernel_init=dense_kernel_init,
                          bias_init=_fan_in_uniform_bias(x.shape[-1]), name="fc")(x)

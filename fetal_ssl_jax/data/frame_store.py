@@ -42,6 +42,8 @@ def write_manifest(store: str, manifest: dict[str, Any]) -> None:
 
 
 def read_manifest(store: str) -> dict[str, Any]:
+    from fetal_ssl_jax.object_storage import require_file_path
+    require_file_path(store, "frame store")
     path = os.path.join(store, MANIFEST)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{store}: no {MANIFEST}; is this a frame store (launch.py prepare frames)?")

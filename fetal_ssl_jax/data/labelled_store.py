@@ -82,6 +82,9 @@ class LabelledStore:
 
     @classmethod
     def open(cls, path: str) -> "LabelledStore":
+        from fetal_ssl_jax.object_storage import require_file_path
+        require_file_path(path, "labelled store")
+
         def load(name):
             p = os.path.join(path, name)
             if not os.path.exists(p):

@@ -42,6 +42,12 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
         print(f"launch.py {name}: --workdir {args.workdir} is a file, not a directory", file=sys.stderr)
         return 2
+    from fetal_ssl_jax.object_storage import require_file_path
+    try:
+        require_file_path(args.workdir, "--workdir")
+    except FileNotFoundError as e:
+        print(f"launch.py {name}: {e}", file=sys.stderr)
+        return 2
     from fetal_ssl_jax.evaluate import results
     if results.is_finished(args.workdir):
         done = results.read(args.workdir)

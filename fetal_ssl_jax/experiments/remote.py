@@ -18,8 +18,9 @@ import re
 import shlex
 
 from fetal_ssl_jax.experiments.jobs import ROOT, Job
+from fetal_ssl_jax.object_storage import FUSE_ROOT
 
-GCS_MOUNT = "/gcs"
+GCS_MOUNT = FUSE_ROOT
 _GS = re.compile(r"gs://([a-z0-9][a-z0-9._-]{1,220})(/[^\s'\"]*)?")
 SHARD = "__SHARD__"  # stands for the shard index in an array job's line (replaced by the backend's variable)
 

@@ -5,6 +5,7 @@ written for a cluster into DIR/<backend>/ instead of being run here (experiments
 from __future__ import annotations
 
 import argparse
+import sys
 
 from fetal_ssl_jax import cli_errors
 
@@ -24,6 +25,12 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.emit:
         from fetal_ssl_jax.experiments import backends
         return backends.emit_pretrain(args, overrides)
+    from fetal_ssl_jax.object_storage import require_file_path
+    try:
+        require_file_path(args.workdir, "--workdir")
+    except FileNotFoundError as e:
+        print(f"launch.py pretrain: {e}", file=sys.stderr)
+        return cli_errors.USAGE
     from fetal_ssl_jax.train.pretrain import validate
     cfg = cli_errors.load_config("pretrain", args.config, overrides, validate)
     if cfg is None:

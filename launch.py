@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "knn": ("fetal_ssl_jax.evaluate.cli", "k-nearest-neighbour evaluation"),
     "sweep": ("fetal_ssl_jax.experiments.sweep", "run or emit the paper grid"),
     "report": ("fetal_ssl_jax.report.cli", "tables and plots from finished runs"),
-    "predict": ("fetal_ssl_jax.evaluate.predict", "plane finder over a sweep video"),
+    "predict": ("data_prep.predict", "plane finder over a sweep video"),
     "demo": ("fetal_ssl_jax.experiments.demo", "end-to-end demo on the synthetic dataset"),
 }
 

@@ -1,4 +1,4 @@
-"""Full fine-tune (PROTOCOL.md): whole network, weighted CE, warmup + cosine per step, mild grayscale
+"""Full fine-tune: whole network, weighted CE, warmup + cosine per step, mild grayscale
 on-device augmentation, model selected on validation macro-F1; resumes from its checkpoints.
 
     python launch.py finetune --config configs/finetune.py[:cpu|:tiny] --workdir DIR \\

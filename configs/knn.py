@@ -1,4 +1,4 @@
-"""kNN (PROTOCOL.md): k=20 nearest train-subset neighbours by cosine similarity on frozen features,
+"""kNN: k=20 nearest train-subset neighbours by cosine similarity on frozen features,
 votes weighted by exp(sim / 0.07).
 
     python launch.py knn --config configs/knn.py[:cpu|:tiny] --workdir DIR --config.init=<SSL workdir> \\

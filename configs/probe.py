@@ -1,4 +1,4 @@
-"""Linear probe (PROTOCOL.md): frozen encoder incl. BatchNorm, cached features, weighted-CE linear head,
+"""Linear probe: frozen encoder incl. BatchNorm, cached features, weighted-CE linear head,
 epoch chosen on validation macro-F1.
 
     python launch.py probe --config configs/probe.py[:cpu|:tiny] --workdir DIR \\

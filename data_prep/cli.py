@@ -123,8 +123,8 @@ def run_frames(args: argparse.Namespace) -> int:
 
 
 def run_images(args: argparse.Namespace) -> int:
-    from data_prep import images
-    from fetal_ssl_jax.workdir_lock import WorkdirBusy
+    from fetal_ssl_jax.data import labelled_builder as images
+    from fetal_ssl_jax.errors import WorkdirBusy
     if not os.path.isfile(args.csv):
         print(f"prepare images: no such CSV {args.csv}", file=sys.stderr)
         return 2

@@ -24,12 +24,12 @@ from typing import Any, Iterator
 import numpy as np
 from scipy import ndimage
 
-from fetal_ssl_jax.workdir_lock import WorkdirBusy, WorkdirLock
-from data_prep import fan as fan_lib
-from data_prep import readers, resize, sources
-from fetal_ssl_jax.data import records
+from fetal_ssl_jax.workdir_lock import WorkdirLock
+from data_prep import readers, sources
+from fetal_ssl_jax.data import fan as fan_lib
+from fetal_ssl_jax.data import records, resize
 from fetal_ssl_jax.data.frame_store import SCHEMA, frame_record, write_manifest
-from fetal_ssl_jax.storage_errors import WriteFailed, is_disk_full, reason
+from fetal_ssl_jax.errors import WorkdirBusy, WriteFailed, is_disk_full, reason
 
 BUILDER = "data_prep.frames/1"
 # snappy: ~8x cheaper to write than the default codec for speckle frames, faster to read, ~20% larger

@@ -96,7 +96,7 @@ def frames_shard(src_dir: str, out: str, settings, index: int, num_shards: int, 
     from tqdm import tqdm
     from data_prep import frames, sources
 
-    from fetal_ssl_jax.workdir_lock import WorkdirBusy
+    from fetal_ssl_jax.errors import WorkdirBusy
     os.makedirs(os.path.join(out, frames.PARTS), exist_ok=True)
     try:
         lock = _shard_lock(out, index, num_shards, f"prepare frames --shard {index}/{num_shards}")
@@ -188,7 +188,7 @@ def images_shard(csv_path: str, root: str, out: str, st, index: int, num_shards:
     import multiprocessing as mp
 
     from tqdm import tqdm
-    from data_prep import images
+    from fetal_ssl_jax.data import labelled_builder as images
     os.makedirs(os.path.join(out, SHARDS), exist_ok=True)
     lock = _shard_lock(out, index, num_shards, f"prepare images --shard {index}/{num_shards}")
     try:
@@ -232,7 +232,7 @@ def images_shard(csv_path: str, root: str, out: str, st, index: int, num_shards:
 
 def images_merge(out: str, markers: list[dict], force: bool = False) -> tuple[dict, bool]:
     """Split, fractions and split files from the shards' decoded images, as ``images.build`` writes them."""
-    from data_prep import images, splits
+    from fetal_ssl_jax.data import labelled_builder as images, splits
     from fetal_ssl_jax.workdir_lock import WorkdirLock
     first = markers[0]
     d = dict(first["image_settings"])
@@ -375,7 +375,7 @@ def run_frames_shard(args: argparse.Namespace, settings) -> int:
 
 
 def run_images_shard(args: argparse.Namespace, settings, root: str) -> int:
-    from fetal_ssl_jax.workdir_lock import WorkdirBusy
+    from fetal_ssl_jax.errors import WorkdirBusy
     i, n = args.shard
     try:
         m = images_shard(args.csv, root, args.out, settings, i, n, workers=args.workers, progress=not args.quiet)

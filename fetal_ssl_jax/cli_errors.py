@@ -1,8 +1,9 @@
 """How training and evaluation commands turn known failures into one stderr line and an exit code.
 
 Shared by ``launch.py pretrain`` and ``probe|finetune|knn`` so every command answers the same
-way: 2 bad input or config (or a busy workdir), 3 non-finite values, 74 a failed write (disk
-full), 75 preempted (rerun to continue). Anything else is a bug and keeps its traceback.
+way; the failures and their codes are defined in errors.py (2 bad input or config or a busy
+workdir, 3 non-finite values, 74 a failed write, 75 preempted). Anything else is a bug and keeps
+its traceback.
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from typing import Callable, Sequence, TypeVar
 import ml_collections
 
 from fetal_ssl_jax import configuration
+from fetal_ssl_jax.errors import NONFINITE, PREEMPTED, USAGE, WRITE_FAILED, NonFiniteError, Preempted, WorkdirBusy
 
 T = TypeVar("T")
-USAGE, NONFINITE, WRITE_FAILED, PREEMPTED = 2, 3, 74, 75
 
 
 def fail(command: str, message: str, code: int = USAGE) -> int:
@@ -38,8 +39,6 @@ def load_config(command: str, spec: str, overrides: Sequence[str],
 
 def run_guarded(command: str, body: Callable[[], T]) -> tuple[int | None, T | None]:
     """(None, result) or (exit code, None) after printing the failure in one line."""
-    from fetal_ssl_jax.train.loop import NonFiniteError, Preempted
-    from fetal_ssl_jax.workdir_lock import WorkdirBusy
     try:
         return None, body()
     except NonFiniteError as e:

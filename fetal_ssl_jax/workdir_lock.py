@@ -13,9 +13,7 @@ import socket
 import time
 from typing import IO
 
-
-class WorkdirBusy(RuntimeError):
-    """Another live process holds the lock."""
+from fetal_ssl_jax.errors import WorkdirBusy
 
 
 class WorkdirLock:

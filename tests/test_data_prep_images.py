@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from data_prep import cli, inspect_store, splits
+from data_prep import cli, inspect_store
+from fetal_ssl_jax.data import splits
 from data_prep import sample_media as sm
 from fetal_ssl_jax.data import records
 from fetal_ssl_jax.data.labelled_store import DEFAULT_CLASSES, LabelledStore

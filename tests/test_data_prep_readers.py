@@ -4,7 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from data_prep import fan, readers, resize
+from data_prep import readers
+from fetal_ssl_jax.data import fan, resize
 from data_prep import sample_media as sm
 from data_prep.frames import FrameSettings, build
 from fetal_ssl_jax.data.frame_store import FrameStore, decode_frame

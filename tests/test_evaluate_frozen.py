@@ -18,7 +18,7 @@ TINY = dict(arch="resnet18", width=0.125, small_stem=True, zero_init_residual=Fa
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):
     from fetal_ssl_jax import phantom
-    from fetal_ssl_jax.evaluate.labelled_data import simulate_store
+    from fetal_ssl_jax.data.synthetic_store import simulate_store
     root = str(tmp_path_factory.mktemp("labelled"))
     phantom.generate(root + "/export", preset="tiny", seed=0, images=150, labelled_patients=12)
     return simulate_store(root, size=32)

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from fetal_ssl_jax.evaluate import predict as P
+from data_prep import predict as cli
+from fetal_ssl_jax.evaluate import plane_scoring as P
 
 CLASSES = ["4CH", "LVOT", "RVOT", "3VV", "3VT"]
 
@@ -46,7 +47,7 @@ def videos(tmp_path_factory):
 
 @pytest.mark.parametrize("fmt", ["mp4", "dicom"])
 def test_predict_writes_probabilities_timeline_and_best_frames(classifier, videos, fmt, tmp_path):
-    r = P.predict(classifier, videos[fmt], str(tmp_path), window=3)
+    r = cli.predict(classifier, videos[fmt], str(tmp_path), window=3)
     probs = np.asarray(r["probabilities"])
     assert probs.shape == (40, 5) and np.allclose(probs.sum(1), 1, atol=1e-3)
     assert r["frame_index"] == list(range(40)) and r["classes"] == CLASSES
@@ -96,4 +97,4 @@ def test_cli_rejects_an_encoder_without_head(tmp_path):
     video.write_bytes(b"x")
     args = argparse.Namespace(checkpoint=str(tmp_path), video=str(video), out=None, stride=1, smooth=1, crop="fan",
                               truth=None)
-    assert P.run(args, []) == 2
+    assert cli.run(args, []) == 2

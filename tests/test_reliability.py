@@ -63,7 +63,7 @@ def _ok(p):
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory):
     from fetal_ssl_jax import phantom
-    from fetal_ssl_jax.evaluate.labelled_data import simulate_store
+    from fetal_ssl_jax.data.synthetic_store import simulate_store
     root = str(tmp_path_factory.mktemp("labelled"))
     phantom.generate(root + "/export", preset="tiny", seed=0, images=120, labelled_patients=12)
     return simulate_store(root, size=32)

@@ -8,7 +8,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_prep import images, splits
+from fetal_ssl_jax.data import labelled_builder as images, splits
 from data_prep.tfds.fetal_frames import png_bytes
 from fetal_ssl_jax.data.labelled_store import DEFAULT_CLASSES
 

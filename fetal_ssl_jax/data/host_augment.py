@@ -1,4 +1,5 @@
-"""Cheap host-side augmentation: random rotation, random resized crop and horizontal flip (PIL, uint8)."""
+"""Cheap host-side augmentation: random rotation, random resized crop and horizontal flip (PIL, uint8);
+and ``to_size``, the plain resize of evaluation images to the network's input size."""
 from __future__ import annotations
 
 import math
@@ -51,3 +52,10 @@ def maybe_rotate(img: np.ndarray, rng: np.random.Generator, max_degrees: float) 
         return img
     angle = float(rng.uniform(-max_degrees, max_degrees))
     return np.asarray(Image.fromarray(img).rotate(angle, resample=Image.BILINEAR, fillcolor=0))
+
+
+def to_size(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [N, h, w] -> [N, size, size] (the store's resolution may differ from the network's)."""
+    if images.shape[1:] == (size, size):
+        return images
+    return np.stack([resize(im, size) for im in images]) if len(images) else np.zeros((0, size, size), np.uint8)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from fetal_ssl_jax import config_validation
+
 PROTOCOLS = ("probe", "finetune", "knn")
 
 
@@ -23,7 +25,8 @@ def eval_base(protocol: str) -> ml_collections.ConfigDict:
     # Architecture for random / ImageNet init (an SSL encoder brings its own; ImageNet's depth/width
     # are read from the state dict).
     c.model = ml_collections.ConfigDict(dict(
-        arch="resnet50", width=1.0, small_stem=False, zero_init_residual=False, dtype="float32"))
+        arch="resnet50", width=1.0, small_stem=False, zero_init_residual=False, dtype="float32",
+        ops="auto"))  # which kernels run: fetal_ssl_jax/models/ops.py (kept when an SSL encoder brings its model)
     c.normalize = ml_collections.ConfigDict(dict(mean=0.5, std=0.25))  # random init's input normalisation
     # ImageNet weights: RGB stem folded to grayscale by 'sum' keeps the response to a gray image equal
     # to the RGB network's; inputs normalised with ImageNet's channel-averaged statistics.
@@ -96,48 +99,21 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
-    """Config values out of range fail here, before a store is simulated or anything is compiled."""
+    """Config values out of range fail here, before a store is simulated or anything is compiled
+    (top-level keys here, each section by its validator in config_validation.py)."""
     if c.get("protocol") not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {c.get('protocol')!r}")
     if not 0 < float(c.fraction) <= 100:
         raise ValueError(f"fraction is a percentage of the labelled train split, in (0, 100]; got {c.fraction}")
     if int(c.seed) < 0:
         raise ValueError(f"seed must be >= 0, got {c.seed}")
-    if int(c.data.eval_batch_size) <= 0:
-        raise ValueError(f"data.eval_batch_size must be > 0, got {c.data.eval_batch_size}")
-    if int(c.data.image_size) < 0 or 0 < int(c.data.image_size) < 16:
-        raise ValueError(f"data.image_size must be 0 (the encoder's) or >= 16, got {c.data.image_size}")
+    config_validation.check_data(c.data, size_from_encoder=True)
     if c.protocol == "probe":
-        p = c.probe
-        if int(p.epochs) <= 0:
-            raise ValueError(f"probe.epochs must be > 0, got {p.epochs}")
-        if not float(p.lr) > 0:
-            raise ValueError(f"probe.lr must be > 0, got {p.lr}")
-        if int(p.batch_size) < 0:
-            raise ValueError(f"probe.batch_size must be >= 0 (0 = full batch), got {p.batch_size}")
-        if p.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"probe.optimizer must be 'adamw' or 'sgd', got {p.optimizer!r}")
+        config_validation.check_probe(c.probe)
     elif c.protocol == "knn":
-        if int(c.knn.k) <= 0:
-            raise ValueError(f"knn.k must be > 0, got {c.knn.k}")
-        if not float(c.knn.temperature) > 0:
-            raise ValueError(f"knn.temperature must be > 0, got {c.knn.temperature}")
+        config_validation.check_knn(c.knn)
     else:
-        t, o = c.train, c.optim
         if c.get("method", "supervised") != "supervised":
             raise ValueError(f"fine-tuning trains the 'supervised' method; got method={c.method!r}")
-        for key in ("batch_size", "log_every", "ckpt_every", "keep_checkpoints"):
-            if int(t[key]) <= 0:
-                raise ValueError(f"train.{key} must be > 0, got {t[key]}")
-        for key in ("steps", "eval_every", "min_steps", "max_evals"):
-            if int(t[key]) < 0:
-                raise ValueError(f"train.{key} must be >= 0, got {t[key]}")
-        if int(t.steps) == 0 and not float(t.epochs) > 0:
-            raise ValueError(f"train.epochs must be > 0 (or set train.steps), got {t.epochs}")
-        if not float(o.base_lr) > 0:
-            raise ValueError(f"optim.base_lr must be > 0, got {o.base_lr}")
-        if o.name not in ("lars", "adamw", "sgd"):
-            raise ValueError(f"optim.name must be one of lars, adamw, sgd; got {o.name!r}")
-        if float(o.weight_decay) < 0 or not 0 <= float(o.warmup_frac) < 1:
-            raise ValueError(f"optim.weight_decay must be >= 0 and optim.warmup_frac in [0, 1); "
-                             f"got {o.weight_decay}, {o.warmup_frac}")
+        config_validation.check_train(c.train)
+        config_validation.check_optim(c.optim)

@@ -3,10 +3,12 @@
 Used for the probe's and kNN's features and for fine-tuning's validation/test logits.
 The network runs with ``train=False`` and no mutable collections, so BatchNorm uses its
 running statistics and cannot update them (flax raises if anything tries). Features are
-cached in the workdir as .npz, keyed by everything they depend on.
+cached in the workdir as .npz, keyed by everything they depend on. ``frozen_features``
+is the one opening of the frozen-encoder protocols (probe, kNN): store, init, subset, features.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,16 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fetal_ssl_jax.data import host_augment
+from fetal_ssl_jax.data.host_augment import to_size
+from fetal_ssl_jax.data.labelled_store import LabelledStore
+from fetal_ssl_jax.evaluate import init as init_lib
+from fetal_ssl_jax.evaluate import labelled_data
 from fetal_ssl_jax.train import mesh as mesh_lib
-
-
-def to_size(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [N, h, w] -> [N, size, size] (the store's resolution may differ from the network's)."""
-    if images.shape[1:] == (size, size):
-        return images
-    return np.stack([host_augment.resize(im, size) for im in images]) if len(images) else \
-        np.zeros((0, size, size), np.uint8)
 
 
 class ShardedForward:
@@ -99,7 +96,6 @@ def encoder_features(cfg, workdir: str, store, init, subset, progress: bool = Fa
 
     Cached in ``<workdir>/features/<split>.npz``; a random encoder is drawn from ``cfg.seed``.
     """
-    from fetal_ssl_jax.evaluate import labelled_data
     from fetal_ssl_jax.models import build_backbone
 
     model = build_backbone(init.model_cfg)
@@ -130,3 +126,23 @@ def encoder_features(cfg, workdir: str, store, init, subset, progress: bool = Fa
         arrays = cached(os.path.join(workdir, "features", f"{split}.npz"), ident, compute)
         out[split] = (arrays["features"].astype(np.float32), arrays["labels"].astype(np.int32))
     return out, variables
+
+
+@dataclasses.dataclass
+class FrozenFeatures:
+    """What an evaluator over a frozen encoder starts from: (X, y) per split and where they came from."""
+    store: LabelledStore
+    init: init_lib.Init
+    subset: labelled_data.Subset
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+
+
+def frozen_features(cfg, workdir: str) -> FrozenFeatures:
+    """The labelled store, the initialisation, the label subset and the frozen features of train subset, val, test."""
+    store = labelled_data.open_store(cfg, workdir)
+    init = init_lib.resolve(cfg)
+    subset = labelled_data.train_subset(store, cfg)
+    feats, _ = encoder_features(cfg, workdir, store, init, subset, bool(cfg.train.progress))
+    return FrozenFeatures(store, init, subset, feats["train"], feats["val"], feats["test"])

@@ -17,7 +17,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from fetal_ssl_jax.evaluate import features, labelled_data, labelled_pipeline, metrics as metrics_lib, results
+from fetal_ssl_jax.data import labelled_pipeline
+from fetal_ssl_jax.evaluate import features, labelled_data, metrics as metrics_lib, results
 from fetal_ssl_jax.evaluate import init as init_lib
 from fetal_ssl_jax.train import encoder_io
 

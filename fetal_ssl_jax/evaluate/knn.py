@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fetal_ssl_jax.evaluate import features, labelled_data, results
-from fetal_ssl_jax.evaluate import init as init_lib
+from fetal_ssl_jax.evaluate import features, results
 
 
 def _l2n(x: jax.Array) -> jax.Array:
@@ -42,13 +41,10 @@ def knn_predict(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, 
 
 
 def knn(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    store = labelled_data.open_store(cfg, workdir)
-    init = init_lib.resolve(cfg)
-    subset = labelled_data.train_subset(store, cfg)
-    feats, _ = features.encoder_features(cfg, workdir, store, init, subset, bool(cfg.train.progress))
-    (x, y), (xv, yv), (xt, yt) = feats["train"], feats["val"], feats["test"]
+    ff = features.frozen_features(cfg, workdir)
+    (x, y), (xv, yv), (xt, yt) = ff.train, ff.val, ff.test
     kc = cfg.knn
-    pred = lambda q: knn_predict(x, y, q, store.num_classes, int(kc.k), float(kc.temperature))  # noqa: E731
-    ident = results.identity(cfg, init, subset, store)
+    pred = lambda q: knn_predict(x, y, q, ff.store.num_classes, int(kc.k), float(kc.temperature))  # noqa: E731
+    ident = results.identity(cfg, ff.init, ff.subset, ff.store)
     extra = dict(k=int(kc.k), temperature=float(kc.temperature))
     return results.write(workdir, ident, (yv, pred(xv)), (yt, pred(xt)), extra)

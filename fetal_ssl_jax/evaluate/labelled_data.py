@@ -1,7 +1,8 @@
 """The labelled data an evaluation uses: the store (or a simulated one), its subset, its labels.
 
 ``data.store = ''`` simulates a hospital export with the phantom and converts it with the
-same ``prepare images`` code a user runs, so the tiny configs need no data path.
+same ``prepare images`` code a user runs (data/synthetic_store.simulate_store), so the tiny
+configs need no data path.
 """
 from __future__ import annotations
 
@@ -13,27 +14,9 @@ import ml_collections
 import numpy as np
 
 from fetal_ssl_jax.data import records
+from fetal_ssl_jax.data.host_augment import to_size
 from fetal_ssl_jax.data.labelled_store import LabelledStore
-
-
-def simulate_store(path: str, preset: str = "tiny", seed: int = 0, size: int = 64, images: int = 0,
-                   patients: int = 0, fractions: tuple[float, ...] = (1, 10, 100),
-                   seeds: tuple[int, ...] = (0, 1, 2)) -> str:
-    """Phantom export + ``prepare images`` into ``path`` (kept; rerunning is a no-op)."""
-    from fetal_ssl_jax import phantom
-    try:
-        from data_prep import images as images_lib
-    except ImportError as e:  # the data_prep package sits beside launch.py, not inside the library
-        raise ImportError("simulating a labelled store needs data_prep (run from the repository root), "
-                          "or pass --config.data.store=<labelled store>") from e
-    export = os.path.join(path, "export")
-    store = os.path.join(path, "store")
-    if not os.path.exists(os.path.join(export, "labels.csv")):
-        overrides = {k: v for k, v in (("images", images), ("labelled_patients", patients)) if v > 0}
-        phantom.generate(export, preset=preset, seed=seed, **overrides)
-    st = images_lib.ImageSettings(size=size, seeds=tuple(seeds), split_seed=seeds[0], fractions=tuple(fractions))
-    images_lib.build(os.path.join(export, "labels.csv"), export, store, st, workers=0, progress=False)
-    return store
+from fetal_ssl_jax.data.synthetic_store import simulate_store
 
 
 def open_store(cfg: ml_collections.ConfigDict, workdir: str) -> LabelledStore:
@@ -80,7 +63,6 @@ def train_subset(store: LabelledStore, cfg: ml_collections.ConfigDict) -> Subset
 
 def load_eval_split(store: LabelledStore, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [N, size, size], labels [N]) of val or test, whole (eval sets are small)."""
-    from fetal_ssl_jax.evaluate.features import to_size
     images, labels = store.load_split(split)
     if len(labels) == 0:
         raise ValueError(f"{store.path}: the {split} split is empty; it needs patients of its own")

@@ -18,8 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from fetal_ssl_jax.evaluate import features, labelled_data, metrics as metrics_lib, results
-from fetal_ssl_jax.evaluate import init as init_lib
+from fetal_ssl_jax.evaluate import features, metrics as metrics_lib, results
 from fetal_ssl_jax.methods.supervised import weighted_cross_entropy
 
 
@@ -82,13 +81,10 @@ def standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def probe(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    store = labelled_data.open_store(cfg, workdir)
-    init = init_lib.resolve(cfg)
-    subset = labelled_data.train_subset(store, cfg)
-    feats, _ = features.encoder_features(cfg, workdir, store, init, subset, bool(cfg.train.progress))
-    (x, y), (xv, yv), (xt, yt) = feats["train"], feats["val"], feats["test"]
-    k = store.num_classes
-    weights = metrics_lib.class_weights(subset.labels, k)
+    ff = features.frozen_features(cfg, workdir)
+    (x, y), (xv, yv), (xt, yt) = ff.train, ff.val, ff.test
+    k = ff.store.num_classes
+    weights = metrics_lib.class_weights(ff.subset.labels, k)
     mu, sd = standardizer(x) if cfg.probe.standardize else (np.zeros(x.shape[1], np.float32), 1.0)
     z = lambda a: ((a - mu) / sd).astype(np.float32)  # noqa: E731
     fit = train_head(z(x), y, z(xv), yv, weights, cfg.probe, k, int(cfg.seed))
@@ -98,5 +94,5 @@ def probe(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if jax.process_index() == 0:  # the selected head, for reuse
         np.savez(os.path.join(workdir, "probe_head.npz"), w=fit["head"]["w"], b=fit["head"]["b"], mean=mu,
                  std=np.broadcast_to(sd, mu.shape))
-    ident = results.identity(cfg, init, subset, store)
+    ident = results.identity(cfg, ff.init, ff.subset, ff.store)
     return results.write(workdir, ident, (yv, np.argmax(logits(xv), -1)), (yt, np.argmax(logits(xt), -1)), extra)

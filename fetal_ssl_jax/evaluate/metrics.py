@@ -1,4 +1,4 @@
-"""Classification metrics of PROTOCOL.md, in NumPy, matching scikit-learn's definitions.
+"""Classification metrics of the evaluation protocol, in NumPy, matching scikit-learn's definitions.
 
 Written out (not sklearn calls) so the numbers do not depend on sklearn's version or its
 warning/zero-division defaults; tests pin them against sklearn on fixed predictions.

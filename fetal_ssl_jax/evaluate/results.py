@@ -1,6 +1,6 @@
 """metrics.json and the confusion-matrix PNG: what one evaluation run leaves behind.
 
-A row carries everything needed to reproduce it (PROTOCOL.md): init method and source,
+A row carries everything needed to reproduce it: init method and source,
 protocol, fraction, seed, config hash, code version, store, subset size.
 """
 from __future__ import annotations

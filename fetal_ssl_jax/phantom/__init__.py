@@ -7,7 +7,7 @@ Public API::
     labelled_images(n_per_class, size, seed, ...)          -> (uint8 [N,H,W], int labels [N], patient_ids [N])
 
 Classes (label index order): CLASSES = ("4CH", "LVOT", "RVOT", "3VV", "3VT"). See
-../shared/PHANTOM.md for what is modelled, and the module docstrings for how.
+README.md ("The synthetic fetal-echo dataset") for what is modelled, and the module docstrings for how.
 """
 from __future__ import annotations
 

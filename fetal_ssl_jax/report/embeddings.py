@@ -50,7 +50,8 @@ def features(model_cfg: Any, variables: dict[str, Any] | None, images: np.ndarra
     """Pooled backbone features [N, D] (eval mode); ``variables`` None = random init from ``seed``."""
     import jax
     import jax.numpy as jnp
-    from fetal_ssl_jax.evaluate.features import ShardedForward, backbone_apply, to_size
+    from fetal_ssl_jax.data.host_augment import to_size
+    from fetal_ssl_jax.evaluate.features import ShardedForward, backbone_apply
     from fetal_ssl_jax.models import build_backbone
 
     model = build_backbone(model_cfg)

@@ -14,7 +14,7 @@ from typing import Any
 import grain
 import orbax.checkpoint as ocp
 
-from fetal_ssl_jax.storage_errors import WriteFailed, is_write_error, reason
+from fetal_ssl_jax.errors import WriteFailed, is_write_error, reason
 
 
 class Checkpointer:

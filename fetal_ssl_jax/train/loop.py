@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from fetal_ssl_jax.errors import NonFiniteError, Preempted
 from fetal_ssl_jax.methods.base import Method
 from fetal_ssl_jax.train import mesh as mesh_lib
 from fetal_ssl_jax.train import step as step_lib
@@ -27,14 +28,6 @@ from fetal_ssl_jax.train.checkpointing import Checkpointer
 from fetal_ssl_jax.train.logging_utils import RunLogger
 from fetal_ssl_jax.train.optimizers import make_optimizer
 from fetal_ssl_jax.workdir_lock import WorkdirLock
-
-
-class NonFiniteError(RuntimeError):
-    """Raised when a step produced a non-finite loss or gradient; the state is the last good one."""
-
-
-class Preempted(RuntimeError):
-    """SIGTERM (or a pod-wide preemption notice) arrived: a checkpoint was saved; rerun to continue."""
 
 
 class _SigtermFlag:

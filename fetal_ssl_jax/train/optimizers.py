@@ -11,6 +11,8 @@ import jax
 import ml_collections
 import optax
 
+from fetal_ssl_jax import config_validation
+
 
 def schedule(cfg: ml_collections.ConfigDict, global_batch: int, total_steps: int) -> optax.Schedule:
     peak = float(cfg.base_lr) * global_batch / float(cfg.lr_batch_scale)
@@ -27,8 +29,7 @@ def matrix_mask(params: Any) -> Any:
 
 def make_optimizer(cfg: ml_collections.ConfigDict, global_batch: int, total_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    if float(cfg.base_lr) <= 0:
-        raise ValueError(f"optim.base_lr must be > 0, got {cfg.base_lr}")
+    config_validation.check_optim(cfg)
     lr = schedule(cfg, global_batch, total_steps)
     name = cfg.name
     if name == "lars":

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from fetal_ssl_jax import configuration
+from fetal_ssl_jax import config_validation, configuration
 from fetal_ssl_jax.data import pretrain_pipeline
 from fetal_ssl_jax.data.frame_store import FrameStore
 from fetal_ssl_jax.data.synthetic_store import ensure_synthetic_store
@@ -23,24 +23,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     if cfg.method not in registry.names() or cfg.method == "supervised":
         raise ValueError(f"unknown method {cfg.method!r}; known: "
                          f"{', '.join(n for n in registry.names() if n != 'supervised')}")
-    t = cfg.train
-    for key in ("steps", "batch_size", "log_every", "ckpt_every", "keep_checkpoints"):
-        if int(t[key]) <= 0:
-            raise ValueError(f"train.{key} must be > 0, got {t[key]}")
-    o = cfg.optim
-    if not float(o.base_lr) > 0:
-        raise ValueError(f"optim.base_lr must be > 0, got {o.base_lr}")
-    if o.name not in ("lars", "adamw", "sgd"):
-        raise ValueError(f"optim.name must be one of lars, adamw, sgd; got {o.name!r}")
-    for key in ("weight_decay", "warmup_steps", "grad_clip", "lr_batch_scale"):
-        if float(o.get(key, 0)) < 0 or (key == "lr_batch_scale" and float(o[key]) == 0):
-            raise ValueError(f"optim.{key} must be {'> 0' if key == 'lr_batch_scale' else '>= 0'}, got {o[key]}")
-    if int(cfg.data.image_size) < 16:
-        raise ValueError(f"data.image_size must be >= 16, got {cfg.data.image_size}")
-    if not 0 <= float(cfg.data.get("rotation", 0.0)) <= 180:
-        raise ValueError(f"data.rotation is a maximum angle in degrees in [0, 180], got {cfg.data.rotation}")
-    if int(cfg.data.temporal_window) < 0:
-        raise ValueError(f"data.temporal_window must be >= 0, got {cfg.data.temporal_window}")
+    config_validation.check_train(cfg.train)
+    config_validation.check_optim(cfg.optim)
+    config_validation.check_data(cfg.data)
 
 
 def open_store(cfg: ml_collections.ConfigDict, workdir: str) -> FrameStore:

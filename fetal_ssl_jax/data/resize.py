@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 from PIL import Image
 
-from data_prep.fan import Fan
+from fetal_ssl_jax.data.fan import Fan
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Builds the labelled store from labelled stills and a CSV (``launch.py prepare images``).
+"""Builds the labelled store from labelled stills and a CSV (``launch.py prepare images``, and the
+simulated store of synthetic_store.simulate_store, so both run the same conversion).
 
 CSV columns ``image_path,class,patient_id`` (extra columns ignored; paths relative
 to --root). Class names map to fixed indices from ``--classes`` whatever subset
@@ -21,15 +22,14 @@ from typing import Sequence
 
 import numpy as np
 
-from fetal_ssl_jax.workdir_lock import WorkdirLock
-from data_prep import fan as fan_lib
-from data_prep import readers, resize, splits
-from fetal_ssl_jax.data import records
+from fetal_ssl_jax.data import fan as fan_lib
+from fetal_ssl_jax.data import image_files, records, resize, splits
 from fetal_ssl_jax.data.labelled_store import (DEFAULT_CLASSES, INDEX_FILES, SCHEMA, commit_staged, image_record,
                                                write_index)
-from fetal_ssl_jax.storage_errors import WriteFailed, is_write_error, reason
+from fetal_ssl_jax.errors import BadSource, WriteFailed, is_write_error, reason
+from fetal_ssl_jax.workdir_lock import WorkdirLock
 
-BUILDER = "data_prep.images/1"
+BUILDER = "data_prep.images/1"  # in every settings digest: kept when the builder moved, so stores stay current
 MIN_SIDE = 16  # smaller stills are thumbnails or icons, not scan planes
 
 
@@ -117,15 +117,15 @@ def load_image(task: tuple[str, int, str]) -> np.ndarray | str:
     """Worker: path -> cropped, resized uint8 [size, size], or the reason it failed."""
     path, size, crop = task
     try:
-        if readers.sniff(path) not in ("image", None):
-            raise readers.BadSource(f"wrong extension: content is {readers.sniff(path)}, not an image")
-        img = readers.read_image(path)
+        if image_files.sniff(path) not in ("image", None):
+            raise BadSource(f"wrong extension: content is {image_files.sniff(path)}, not an image")
+        img = image_files.read_image(path)
         if min(img.shape) < MIN_SIDE:
-            raise readers.BadSource(f"image too small ({img.shape[1]}x{img.shape[0]} pixels; a plane image needs "
+            raise BadSource(f"image too small ({img.shape[1]}x{img.shape[0]} pixels; a plane image needs "
                                     f"at least {MIN_SIDE} a side)")
         fan = fan_lib.detect_still_fan(img) if crop == "fan" else fan_lib.full_frame(*img.shape)
         return resize.plan(fan, size).apply(img)
-    except readers.BadSource as e:
+    except BadSource as e:
         return str(e)
     except Exception as e:
         return f"{type(e).__name__}: {e}"

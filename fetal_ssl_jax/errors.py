@@ -1,5 +1,12 @@
-"""Recognising a write that failed for lack of space, whatever library raised it.
+"""The failures the commands recognise, and the exit code each maps to: the floor of the package.
 
+Every command answers the same way (``cli_errors.run_guarded`` for pretrain and probe|finetune|knn,
+data_prep/cli.py for prepare): ``USAGE`` 2 bad input or config (or a busy workdir), ``NONFINITE`` 3
+non-finite values, ``WRITE_FAILED`` 74 a failed write (disk full), ``PREEMPTED`` 75 preempted (rerun
+to continue). Anything else is a bug and keeps its traceback. This module imports nothing of ours,
+so any layer can raise these.
+
+Recognising a write that failed for lack of space, whatever library raised it:
 Python raises ``OSError(errno.ENOSPC)``; tensorstore (orbax checkpoints) raises
 ``ValueError("RESOURCE_EXHAUSTED: ... No space left on device [os_error_code='28']")``;
 array_record raises ``RuntimeError("write() failed: No space left on device; ...")``.
@@ -13,6 +20,25 @@ import errno
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _NO_SPACE_TEXT = ("no space left on device", "disk quota exceeded", "os_error_code='28'",
                   "os_error_code='122'")
+
+
+USAGE, NONFINITE, WRITE_FAILED, PREEMPTED = 2, 3, 74, 75
+
+
+class NonFiniteError(RuntimeError):
+    """Raised when a step produced a non-finite loss or gradient; the state is the last good one."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM (or a pod-wide preemption notice) arrived: a checkpoint was saved; rerun to continue."""
+
+
+class WorkdirBusy(RuntimeError):
+    """Another live process holds the lock of a run directory or store (workdir_lock.WorkdirLock)."""
+
+
+class BadSource(Exception):
+    """An input file (video, DICOM, HDF5, image) that cannot be converted; the message is the reason shown to the user."""
 
 
 class WriteFailed(OSError):

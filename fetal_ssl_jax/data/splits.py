@@ -1,4 +1,4 @@
-"""Patient-level splits and nested, stratified label fractions (PROTOCOL.md).
+"""Patient-level splits and nested, stratified label fractions (the evaluation protocol).
 
 Split: iterative stratification over patients (Sechidis et al. 2011, adapted to
 groups): the rarest class still unassigned is placed first, each of its patients

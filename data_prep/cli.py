@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from fetal_ssl_jax import errors
 from fetal_ssl_jax.data.labelled_store import DEFAULT_CLASSES
 
 
@@ -92,11 +93,11 @@ def run_frames(args: argparse.Namespace) -> int:
                               doppler=args.doppler, mm_per_pixel=args.mm_per_pixel, stride_ms=args.stride_ms)
     if args.size < 8 or args.stride < 1 or args.fan_frames < 1:
         print("prepare frames: need --size >= 8, --stride >= 1, --fan-frames >= 1", file=sys.stderr)
-        return 2
+        return errors.USAGE
     if (args.mm_per_pixel is not None and not args.mm_per_pixel > 0) or \
             (args.stride_ms is not None and not args.stride_ms > 0):
         print("prepare frames: --mm-per-pixel and --stride-ms must be > 0", file=sys.stderr)
-        return 2
+        return errors.USAGE
     if args.shard:
         from data_prep import sharding
         return sharding.run_frames_shard(args, st)
@@ -105,10 +106,10 @@ def run_frames(args: argparse.Namespace) -> int:
                            overwrite=args.overwrite, progress=not args.quiet)
     except (frames.StoreBusy, frames.SettingsMismatch, FileNotFoundError, NotADirectoryError) as e:
         print(f"prepare frames: {e}", file=sys.stderr)
-        return 2
+        return errors.USAGE
     except OSError as e:  # disk full, permissions: the message says what was kept
         print(f"prepare frames: {e}", file=sys.stderr)
-        return 74
+        return errors.WRITE_FAILED
     m = res.manifest
     print(f"frame store {args.out}: {m['num_frames']} frames, {m['num_videos']} videos, {m['num_patients']} patients "
           f"from {m['num_sources']} sources ({res.converted} converted now, {res.reused} already done, "
@@ -118,7 +119,7 @@ def run_frames(args: argparse.Namespace) -> int:
     _report_skips(m["skipped"])
     if m["num_frames"] == 0:
         print("prepare frames: no frames written (no usable media under --src)", file=sys.stderr)
-        return 2
+        return errors.USAGE
     return 1 if args.strict and m["skipped"] else 0
 
 
@@ -127,7 +128,7 @@ def run_images(args: argparse.Namespace) -> int:
     from fetal_ssl_jax.errors import WorkdirBusy
     if not os.path.isfile(args.csv):
         print(f"prepare images: no such CSV {args.csv}", file=sys.stderr)
-        return 2
+        return errors.USAGE
     st = images.ImageSettings(size=args.size, crop=args.crop, classes=tuple(args.classes), val_frac=args.val_frac,
                               test_frac=args.test_frac, seeds=tuple(args.seed),
                               split_seed=args.seed[0] if args.split_seed is None else args.split_seed,
@@ -141,10 +142,10 @@ def run_images(args: argparse.Namespace) -> int:
                                   force=args.force)
     except (ValueError, WorkdirBusy) as e:
         print(f"prepare images: {e}", file=sys.stderr)
-        return 2
+        return errors.USAGE
     except OSError as e:  # disk full, permissions: the message says what was kept
         print(f"prepare images: {e}", file=sys.stderr)
-        return 74
+        return errors.WRITE_FAILED
     n = m["num_images"]
     print(f"labelled store {args.out}{'' if rebuilt else ' (up to date)'}: train {n['train']}, val {n['val']}, "
           f"test {n['test']} images; patients {m['num_patients']}; {len(m['skipped'])} rows skipped")

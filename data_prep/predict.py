@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from fetal_ssl_jax import errors
+
 
 def read_frames(video: str, size: int, stride: int = 1, crop: str = "fan") -> tuple[np.ndarray, np.ndarray, float | None]:
     """(frames uint8 [T, size, size] after data prep's crop/resize, source frame indices [T], fps or None)."""
@@ -89,13 +91,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
     if not os.path.exists(args.video):
         print(f"launch.py predict: no such file {args.video}", file=sys.stderr)
-        return 2
+        return errors.USAGE
     out = args.out or os.path.splitext(args.video)[0] + "_planes"
     try:
         r = predict(args.checkpoint, args.video, out, args.stride, args.smooth, args.crop, args.truth)
     except (FileNotFoundError, ValueError) as e:
         print(f"launch.py predict: {e}", file=sys.stderr)
-        return 2
+        return errors.USAGE
     for name, b in r["best"].items():
         when = f" ({b['time_s']:.2f} s)" if b.get("time_s") is not None else ""
         print(f"{name:>6}: best frame {b['frame']}{when} score {b['score']:.3f} -> {b['png']}")

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from fetal_ssl_jax import errors
+
 SHARDS = "shards"
 
 
@@ -340,10 +342,10 @@ def run_merge(args: argparse.Namespace) -> int:
         kind, m = merge(args.out, force=args.force)
     except (MergeIncomplete, frames.SettingsMismatch, ValueError, FileNotFoundError) as e:
         print(f"prepare merge: {e}", file=sys.stderr)
-        return 2
+        return errors.USAGE
     except OSError as e:
         print(f"prepare merge: {e}", file=sys.stderr)
-        return 74
+        return errors.WRITE_FAILED
     if kind == "frames":
         print(f"frame store {args.out}: {m['num_frames']} frames, {m['num_videos']} videos, {m['num_patients']} "
               f"patients from {m['num_sources']} sources ({m['num_skipped_sources']} skipped)")
@@ -359,16 +361,16 @@ def run_frames_shard(args: argparse.Namespace, settings) -> int:
     i, n = args.shard
     if args.overwrite:
         print("prepare frames: --overwrite cannot be combined with --shard (delete the store first)", file=sys.stderr)
-        return 2
+        return errors.USAGE
     try:
         m = frames_shard(args.src, args.out, settings, i, n, workers=args.workers, threads=args.threads,
                          salt=args.salt, progress=not args.quiet)
     except (frames.StoreBusy, frames.SettingsMismatch, FileNotFoundError, NotADirectoryError) as e:
         print(f"prepare frames: {e}", file=sys.stderr)
-        return 2
+        return errors.USAGE
     except OSError as e:
         print(f"prepare frames: {e}", file=sys.stderr)
-        return 74
+        return errors.WRITE_FAILED
     print(f"frame store {args.out}, shard {i}/{n}: {len(m['sources'])} sources ({m['converted']} converted now, "
           f"{m['reused']} already done); run `prepare merge --out {args.out}` after the last shard")
     return 0
@@ -381,10 +383,10 @@ def run_images_shard(args: argparse.Namespace, settings, root: str) -> int:
         m = images_shard(args.csv, root, args.out, settings, i, n, workers=args.workers, progress=not args.quiet)
     except (ValueError, WorkdirBusy) as e:
         print(f"prepare images: {e}", file=sys.stderr)
-        return 2
+        return errors.USAGE
     except OSError as e:
         print(f"prepare images: {e}", file=sys.stderr)
-        return 74
+        return errors.WRITE_FAILED
     print(f"labelled store {args.out}, shard {i}/{n}: {len(m['decoded'])} images decoded, {len(m['failed'])} "
           f"unreadable; run `prepare merge --out {args.out}` after the last shard")
     return 0

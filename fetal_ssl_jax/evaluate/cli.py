@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from fetal_ssl_jax import cli_errors, configuration
+from fetal_ssl_jax import cli_errors, configuration, errors
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str = "finetune") -> None:
@@ -38,16 +38,16 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
 
     cfg = cli_errors.load_config(name, args.config, overrides, check)
     if cfg is None:
-        return cli_errors.USAGE
+        return errors.USAGE
     if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
         print(f"launch.py {name}: --workdir {args.workdir} is a file, not a directory", file=sys.stderr)
-        return 2
+        return errors.USAGE
     from fetal_ssl_jax.object_storage import require_file_path
     try:
         require_file_path(args.workdir, "--workdir")
     except FileNotFoundError as e:
         print(f"launch.py {name}: {e}", file=sys.stderr)
-        return 2
+        return errors.USAGE
     from fetal_ssl_jax.evaluate import results
     if results.is_finished(args.workdir):
         done = results.read(args.workdir)
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
             print(f"launch.py {name}: {args.workdir} holds a finished run of another config "
                   f"({done.get('config_hash')} != {configuration.config_hash(cfg)}); use a new --workdir",
                   file=sys.stderr)
-            return 2
+            return errors.USAGE
         print(f"already finished: {_summary(done)}")
         return 0
     def body():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fetal_ssl_jax import cli_errors
+from fetal_ssl_jax import cli_errors, errors
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,11 +30,11 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         require_file_path(args.workdir, "--workdir")
     except FileNotFoundError as e:
         print(f"launch.py pretrain: {e}", file=sys.stderr)
-        return cli_errors.USAGE
+        return errors.USAGE
     from fetal_ssl_jax.train.pretrain import validate
     cfg = cli_errors.load_config("pretrain", args.config, overrides, validate)
     if cfg is None:
-        return cli_errors.USAGE
+        return errors.USAGE
     if args.coordinator:
         cfg.dist.update(coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
     from fetal_ssl_jax.train.pretrain import pretrain

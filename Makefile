@@ -1,27 +1,63 @@
 # Two commands do all the set-up on a fresh clone:  `make demo`  and  `make test`.
-# Each builds .venv from the pinned requirements.txt when it is missing or stale.
-PYTHON ?= python3
-VENV   := .venv
-PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# Each builds .venv from the pinned requirements when it is missing or stale.
+# PLATFORM=cpu (default) | cuda | tpu picks the set: cpu = requirements.txt + the optional CPU extra
+# requirements-cpu-fast.txt (oneDNN wheels, then the kernel is compiled); cuda/tpu = requirements-cuda.txt /
+# requirements-tpu.txt, which install and compile nothing CPU-only. One venv holds one platform
+# (`make clean-venv` before switching).
+PYTHON   ?= python3
+PLATFORM ?= cpu
+VENV     := .venv
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed-$(PLATFORM)
+TEST_STAMP := $(VENV)/.installed-test
+REQS_cpu  := requirements.txt requirements-cpu-fast.txt
+REQS_cuda := requirements-cuda.txt
+REQS_tpu  := requirements-tpu.txt
+REQS      := $(REQS_$(PLATFORM))
+ifeq ($(REQS),)
+$(error PLATFORM must be cpu, cuda or tpu, not '$(PLATFORM)')
+endif
 
-.PHONY: demo test test-fast bench clean-venv
+.PHONY: demo test test-fast test-xla test-nokernel test-avx2 test-conv-paths bench clean-venv
 
-$(STAMP): requirements.txt
+$(STAMP): $(REQS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q $(addprefix -r ,$(REQS))
+ifeq ($(PLATFORM),cpu)
 	$(PY) -m fetal_ssl_jax.kernels.onednn   # CPU convolution kernel (optional: falls back to XLA's)
+endif
 	touch $(STAMP)
+
+# Test-only packages (validating emitted Kubernetes/SkyPilot files), on top of the platform set.
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(PY) launch.py demo --workdir $(or $(WORKDIR),runs/demo)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -n 2 --durations=15 tests
 
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(PY) -m pytest -n 2 -m "not slow" tests
+
+# The suite under the other convolution configurations (every test must pass under each):
+#   test-xla       XLA's own convolutions (FETAL_SSL_JAX_CONV=xla)
+#   test-nokernel  a machine where the oneDNN kernel cannot be built (no C++ compiler, nothing cached)
+#   test-avx2      an AVX-512 machine held to AVX2 kernels in oneDNN and XLA (what an AVX2-only CPU runs)
+# test-conv-paths: the CI-cheap version, only the tests marked conv_paths, under the first two.
+NOKERNEL_ENV = CXX=/nonexistent/c++ FETAL_SSL_JAX_KERNEL_DIR=$$(mktemp -d)
+test-xla: $(TEST_STAMP)
+	FETAL_SSL_JAX_CONV=xla $(PY) -m pytest -n 2 --durations=15 tests
+test-nokernel: $(TEST_STAMP)
+	$(NOKERNEL_ENV) $(PY) -m pytest -n 2 --durations=15 tests
+test-avx2: $(TEST_STAMP)
+	ONEDNN_MAX_CPU_ISA=AVX2 XLA_FLAGS="$(XLA_FLAGS) --xla_cpu_max_isa=AVX2" $(PY) -m pytest -n 2 --durations=15 tests
+test-conv-paths: $(TEST_STAMP)
+	FETAL_SSL_JAX_CONV=xla $(PY) -m pytest -n 2 -m conv_paths tests
+	$(NOKERNEL_ENV) $(PY) -m pytest -n 2 -m conv_paths -rs tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_step.py

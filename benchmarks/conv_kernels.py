@@ -12,6 +12,7 @@ and for XLA.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -76,17 +77,11 @@ def accuracy() -> None:
         ref = exact_dw(x, dy, 3)
         scale = np.abs(ref).max()
         row = dict(kind="dw_accuracy", input=[n, h, h, c], out_channels=cout)
-        variants = (("xla", lax_conv, None), (f"onednn_rows{onednn.DW_CHUNK_ROWS}", onednn.conv2d, None),
-                    ("onednn_one_long_sum", onednn.conv2d, "0"))
+        variants = (("xla", lax_conv, None), (f"onednn_rows{onednn.DW_CHUNK_ROWS}", onednn.conv2d, onednn.DW_CHUNK_ROWS),
+                    ("onednn_one_long_sum", onednn.conv2d, 0))
         for name, conv, rows in variants:
-            old = os.environ.get(onednn.DW_ROWS_ENV)
-            if rows is not None:  # read when the call is traced
-                os.environ[onednn.DW_ROWS_ENV] = rows
-            try:
-                dw = jax.grad(lambda w: jnp.sum(conv(jnp.asarray(x), w, (1, 1), PAD) * dy))(jnp.asarray(w))
-            finally:
-                if rows is not None:
-                    os.environ.pop(onednn.DW_ROWS_ENV) if old is None else os.environ.update({onednn.DW_ROWS_ENV: old})
+            call = conv if rows is None else functools.partial(conv, threads=0, dw_rows=rows)
+            dw = jax.grad(lambda w: jnp.sum(call(jnp.asarray(x), w, (1, 1), PAD) * dy))(jnp.asarray(w))
             row[f"{name}_rel_err"] = float(np.abs(np.asarray(dw) - ref).max() / scale)
         print(json.dumps(row), flush=True)
 

@@ -80,10 +80,10 @@ def jax_runner(method_name: str, arch: str, size: int, batch: int, variant: str,
     t0 = time.perf_counter()
     run(1)
     compile_s = time.perf_counter() - t0
-    from fetal_ssl_jax.kernels import onednn
-    conv = "onednn" if jax.default_backend() == "cpu" and dtype == "float32" and onednn.available() else "xla"
+    ops = method.ops  # the resolved kernel choice (models.ops)
+    conv = "onednn" if ops.onednn and dtype == "float32" else "xla"
     row = dict(impl="jax", method=method_name, arch=arch, image_size=size, batch=batch, dtype=dtype,
-               optimizer=cfg.optim.name, conv=conv, compile_s=compile_s, devices=jax.device_count(),
+               optimizer=cfg.optim.name, conv=conv, ops=ops.name, compile_s=compile_s, devices=jax.device_count(),
                backend=jax.default_backend())
 
     def finish(times: list[float]) -> dict:

@@ -14,7 +14,14 @@ def pretrain_base() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.model = ml_collections.ConfigDict(dict(
-        arch="resnet50", width=1.0, small_stem=False, zero_init_residual=True, dtype="float32"))
+        arch="resnet50", width=1.0, small_stem=False, zero_init_residual=True,
+        # Which kernels run (fetal_ssl_jax/models/ops.py): 'auto' = 'cpu_fast' on CPU (oneDNN, im2col,
+        # hand-written gradients), 'xla' on GPU/TPU (XLA's kernels, autodiff); resolved once at build.
+        ops="auto",
+        # Compute dtype (parameters, BN statistics, losses and optimizer state stay float32). 'auto' =
+        # bfloat16 on GPU/TPU, float32 on CPU: resolved once from jax.default_backend() when the run starts
+        # (fetal_ssl_jax.configuration.resolve_model_dtype); the 'cpu' and 'tiny' variants are float32.
+        dtype="auto"))
 
     c.data = ml_collections.ConfigDict(dict(
         store="",               # frame store dir; '' = generate a small synthetic store in the workdir
@@ -61,7 +68,7 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.
     if variant == "cpu":
         # torchvision's stem (stride 4 before layer1), as the paper at 256 px: at 64 px layer1 runs at
         # 16x16; a stride-1 stem would cost ~25x more FLOPs for little gain on CPU.
-        c.model.update(arch="resnet18", width=1.0, small_stem=False)
+        c.model.update(arch="resnet18", width=1.0, small_stem=False, dtype="float32")
         c.data.update(image_size=64, crop_scale=(0.35, 1.0))
         # Pixel-sized augmentations scaled to 64 px: a blur sigma of up to 2 px and 25% speckle noise (sized
         # for 224 px) erase the 3-4 px cardiac chambers here, and a 20%-area crop often misses the heart.
@@ -70,7 +77,7 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.
         c.optim.warmup_steps = 50
         return c
     if variant == "tiny":
-        c.model.update(arch="resnet18", width=0.125, small_stem=True)
+        c.model.update(arch="resnet18", width=0.125, small_stem=True, dtype="float32")
         c.data.update(image_size=32, synthetic_videos=4, synthetic_frames=16)
         c.train.update(batch_size=16, steps=6, log_every=1, ckpt_every=3, rankme_every=3, progress=False)
         c.optim.warmup_steps = 2

@@ -64,6 +64,7 @@ def test_metrics_and_encoder_written(baseline):
     assert os.path.exists(os.path.join(baseline, "encoder", "encoder.json"))
 
 
+@pytest.mark.conv_paths
 def test_one_device_gives_same_losses(baseline, tmp_path):
     run_launch(["pretrain", *ARGS, "--workdir", str(tmp_path)], devices=1)
     a, b = losses_by_step(baseline), losses_by_step(str(tmp_path))
@@ -71,6 +72,7 @@ def test_one_device_gives_same_losses(baseline, tmp_path):
     np.testing.assert_allclose([b[s] for s in steps], [a[s] for s in steps], rtol=1e-5)
 
 
+@pytest.mark.conv_paths
 def test_one_device_gives_same_losses_with_xla_convolutions(frame_store, tmp_path, monkeypatch):
     monkeypatch.setenv("FETAL_SSL_JAX_CONV", "xla")
     short = [*ARGS, f"--config.train.steps={COMPARE_XLA}"]
@@ -103,6 +105,7 @@ def test_sigkill_and_rerun_equals_uninterrupted(baseline, tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.conv_paths
 def test_two_processes_match_one_process_four_devices(baseline, tmp_path):
     wd, port = str(tmp_path), free_port()
     procs = [subprocess.Popen(launch_cmd("pretrain", *ARGS, "--workdir", wd, "--coordinator", f"127.0.0.1:{port}",

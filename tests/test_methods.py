@@ -169,7 +169,8 @@ def test_inpainting_loss_region_and_encoder_layout():
             x_in, erased = method.corrupt(x, key)  # the loss draws the same mask from the same key
             x_hat = jnp.where(erased, x + err_inside, x + err_outside)
             method.apply = lambda p, bs, xi, train=True: ({"h": jnp.ones((xi.shape[0], 4)), "x_hat": x_hat}, bs)
-            loss, metrics, _, _ = method.loss({}, {}, {}, {"view1": x}, key, 0)
+            out = method.loss({}, {}, {}, {"view1": x}, key, 0)
+            loss, metrics = out.loss, out.metrics
             return loss, metrics, erased, x_in
 
         return jax.jit(fn)(x, key)

@@ -1,6 +1,8 @@
 """Backbones, heads and the CPU im2col convolution. Tiny widths and sizes: fast on 2 cores."""
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -9,10 +11,14 @@ import pytest
 from flax import linen as nn
 
 from fetal_ssl_jax.models import ResNet, ResNet18, ResNet34, ResNet50, build_backbone, feature_dim
-from fetal_ssl_jax.models import conv as convmod
 from fetal_ssl_jax.models.conv import Conv, im2col_conv
 from fetal_ssl_jax.models.decoder import Decoder
+from fetal_ssl_jax.models import ops as ops_lib
 from fetal_ssl_jax.models.mlp import MLP
+
+from float_reference import assert_as_accurate, to_float64
+
+pytestmark = pytest.mark.conv_paths  # `make test-conv-paths` runs this module under XLA and without the kernel
 
 
 def n_params(tree) -> int:
@@ -208,31 +214,76 @@ def test_im2col_equals_lax_conv(size, cin, cout, k, s, p):
 
 
 def test_im2col_auto_selection():
-    assert jax.default_backend() == "cpu"
-    limit = convmod.IM2COL_MAX_OUTPUT_PIXELS
-    assert Conv(8, 3, 1, 1).use_im2col(2, 2)
-    assert Conv(8, 3, 2, 1).use_im2col(4, 4) == (4 <= limit)
-    assert not Conv(8, 3, 1, 1).use_im2col(16, 16)
-    assert not Conv(8, 3, 1, 1, im2col="never").use_im2col(2, 2)
+    fast = ops_lib.resolve("cpu_fast")
+    limit = ops_lib.IM2COL_MAX_OUTPUT_PIXELS
+    assert fast.im2col_max_pixels == limit
+    assert Conv(8, 3, 1, 1, ops=fast).use_im2col(2, 2)
+    assert Conv(8, 3, 2, 1, ops=fast).use_im2col(4, 4) == (4 <= limit)
+    assert not Conv(8, 3, 1, 1, ops=fast).use_im2col(16, 16)
+    assert not Conv(8, 3, 1, 1, im2col="never", ops=fast).use_im2col(2, 2)
     assert Conv(8, 3, 1, 1, im2col="always").use_im2col(64, 64)
-    assert not Conv(8, 3, 1, 1, im2col_max_pixels=0).use_im2col(2, 2)
+    assert not Conv(8, 3, 1, 1).use_im2col(2, 2)  # ops 'xla' (the default of a bare module): never
 
 
-def test_resnet_same_with_and_without_im2col(monkeypatch):
+def test_resnet_same_with_and_without_im2col():
     """The whole model (standard stem, 32 px: stage outputs 8, 4, 2, 1 px) is path-independent."""
-    m = ResNet18(width=0.125, num_classes=3)
+    fast = ops_lib.resolve("cpu_fast")
+    m = ResNet18(width=0.125, num_classes=3, ops=fast)
     x = jax.random.normal(jax.random.key(4), (4, 32, 32, 1))
     v = numpy_init(m, x.shape)
 
     # Forward only (gradients are covered per conv above); eval-mode BN, because
     # train-mode BN over a few samples at 1x1 amplifies rounding differences.
-    def run():
-        return jax.jit(lambda v: m.apply(v, x, train=False))(v)
+    def run(model):
+        return jax.jit(lambda v: model.apply(v, x, train=False))(v)
 
-    out_auto = run()
-    monkeypatch.setattr(convmod, "IM2COL_MAX_OUTPUT_PIXELS", 0)
-    out_lax = run()
+    out_auto = run(m)
+    out_lax = run(ResNet18(width=0.125, num_classes=3, ops=dataclasses.replace(fast, im2col_max_pixels=0)))
     np.testing.assert_allclose(out_auto, out_lax, rtol=1e-4, atol=1e-5)
+
+
+def test_ops_resolved_once_from_config_and_platform():
+    """'auto' is cpu_fast on CPU and xla elsewhere; 'xla' means no CPU custom call, no hand-written gradient."""
+    assert ops_lib.resolve("auto", backend="cpu").name == "cpu_fast"
+    for backend in ("gpu", "tpu"):
+        assert ops_lib.resolve("auto", backend=backend) == ops_lib.XLA
+    x = ops_lib.resolve(ml_collections.ConfigDict(dict(arch="resnet18", ops="xla")))
+    assert x == ops_lib.XLA and not x.onednn and not x.handwritten_grads and x.im2col_max_pixels == 0
+    assert x.views_as_one_batch and x.maxpool == "reduce_window"
+    assert ops_lib.resolve(ml_collections.ConfigDict(dict(arch="resnet18"))).name == "cpu_fast"  # no key: auto
+    with pytest.raises(ValueError, match="model.ops must be one of"):
+        ops_lib.resolve("fast")
+    # the builder carries the choice into every module, as data
+    m = build_backbone(ml_collections.ConfigDict(dict(arch="resnet18", ops="xla")))
+    assert m.ops == ops_lib.XLA
+    fast = ops_lib.resolve("cpu_fast")
+    assert build_backbone(ml_collections.ConfigDict(dict(arch="resnet18")), ops=fast).ops is fast
+
+
+def _resnet_loss_grads(ops_name, x, dtype=jnp.float32):
+    m = ResNet18(width=0.125, ops=ops_name, dtype=dtype)
+    v = numpy_init(m, x.shape)
+    if dtype == jnp.float64:
+        v, x = to_float64((v, x))
+
+    def loss(p):
+        y, _ = m.apply({"params": p, "batch_stats": v["batch_stats"]}, x, train=True, mutable=["batch_stats"])
+        return jnp.mean(y ** 2)
+    f = jax.jit(jax.value_and_grad(loss))
+    return f.lower(v["params"]).as_text(), jax.device_get(f(v["params"]))
+
+
+def test_xla_ops_trace_no_custom_call_and_match_cpu_fast():
+    """ops 'xla' lowers to plain HLO (what GPU/TPU run) and computes the same model as cpu_fast: each is about
+    as close to a float64 evaluation as the other (tests/float_reference.py; they differ only in rounding)."""
+    x = np.asarray(jax.random.normal(jax.random.key(5), (4, 32, 32, 1)))
+    text, plain = _resnet_loss_grads("xla", x)
+    assert "custom_call" not in text and "FetalOnednn" not in text
+    _, fast = _resnet_loss_grads("cpu_fast", x)
+    with jax.enable_x64(True):
+        _, ref = _resnet_loss_grads("xla", x, jnp.float64)
+    assert_as_accurate(fast, plain, ref, "cpu_fast vs xla ops")
+    assert_as_accurate(plain, fast, ref, "xla vs cpu_fast ops")
 
 
 def test_im2col_conv_function_matches_lax_conv():

@@ -12,6 +12,8 @@ from fetal_ssl_jax.models.mlp import MLP
 
 from float_reference import assert_as_accurate, to_float64
 
+pytestmark = pytest.mark.conv_paths  # `make test-conv-paths` runs this module under XLA and without the kernel
+
 
 def _x(shape, seed=0, shift=0.0):
     return jnp.asarray(np.random.default_rng(seed).normal(shift, 1.0 + shift, size=shape).astype(np.float32))

@@ -1,6 +1,7 @@
 """The oneDNN CPU convolution (XLA FFI): same values and gradients as lax, per shard under a mesh."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import subprocess
@@ -14,11 +15,14 @@ from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fetal_ssl_jax.kernels import onednn
+from fetal_ssl_jax.models import ops as ops_lib
 from fetal_ssl_jax.models import resnet
 from fetal_ssl_jax.models.conv import Conv
 from fetal_ssl_jax.train import mesh as mesh_lib
 
 from float_reference import assert_as_accurate, to_float64
+
+pytestmark = pytest.mark.conv_paths  # `make test-conv-paths` runs this module under XLA and without the kernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUPPORTED = sys.platform.startswith("linux") and platform.machine() == "x86_64"
@@ -132,7 +136,8 @@ def test_four_devices_run_per_shard_and_match_one_device():
 
 
 def _resnet_loss_and_grads(x, dtype=jnp.float32, onednn_convs=True):
-    model = resnet.ResNet18(width=0.125, dtype=dtype)
+    fast = ops_lib.resolve("cpu_fast")
+    model = resnet.ResNet18(width=0.125, dtype=dtype, ops=dataclasses.replace(fast, onednn=onednn_convs))
     v = model.init(jax.random.key(0), jnp.zeros((2, *x.shape[1:]), jnp.float32), train=True)
     if dtype == jnp.float64:
         v, x = to_float64((v, x))
@@ -148,29 +153,31 @@ def _resnet_loss_and_grads(x, dtype=jnp.float32, onednn_convs=True):
 # (one BN parameter 5e-4 relative). Stable on any CPU: oneDNN's loss and gradients are about as
 # close to a float64 evaluation (XLA's convolutions) as XLA's own float32 ones
 # (tests/float_reference.py); a wrong stride, padding or layout would be off by O(1).
-def test_resnet_same_with_onednn_and_xla(monkeypatch):
+def test_resnet_same_with_onednn_and_xla():
     x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 32, 32, 1)).astype(np.float32))
     ours = _resnet_loss_and_grads(x)
-    monkeypatch.setattr(Conv, "use_onednn", lambda self, dtype: False)
-    theirs = _resnet_loss_and_grads(x)
+    theirs = _resnet_loss_and_grads(x, onednn_convs=False)
     with jax.enable_x64(True):
-        ref = _resnet_loss_and_grads(x, jnp.float64)
+        ref = _resnet_loss_and_grads(x, jnp.float64, onednn_convs=False)
     assert_as_accurate(ours, theirs, ref, "ResNet-18 loss and gradients with oneDNN convolutions")
 
 
 def test_conv_module_selects_the_kernel():
-    assert Conv(4, 3).use_onednn(jnp.float32)
-    assert not Conv(4, 3).use_onednn(jnp.bfloat16)
-    assert not Conv(4, 3, onednn=False).use_onednn(jnp.float32)
-    assert not Conv(4, 3, im2col="always").use_onednn(jnp.float32)
+    fast = ops_lib.resolve("cpu_fast")
+    assert fast.onednn and fast.views_as_one_batch  # the kernel is built here (fixture)
+    assert Conv(4, 3, ops=fast).use_onednn(jnp.float32)
+    assert not Conv(4, 3, ops=fast).use_onednn(jnp.bfloat16)
+    assert not Conv(4, 3).use_onednn(jnp.float32)  # a bare module: ops 'xla'
+    assert not Conv(4, 3, im2col="always", ops=fast).use_onednn(jnp.float32)
+    assert not ops_lib.resolve("xla").onednn and not ops_lib.resolve("auto", backend="gpu").onednn
 
 
 def test_env_switch_turns_it_off():
-    code = ("from fetal_ssl_jax.kernels import onednn; from fetal_ssl_jax.models.conv import Conv; "
-            "import jax.numpy as jnp; print(onednn.available(), Conv(4, 3).use_onednn(jnp.float32))")
+    code = ("from fetal_ssl_jax.kernels import onednn; from fetal_ssl_jax.models import ops; "
+            "f = ops.resolve('cpu_fast'); print(onednn.available(), f.onednn, f.views_as_one_batch)")
     env = dict(os.environ, FETAL_SSL_JAX_CONV="xla")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "False"]
     env["FETAL_SSL_JAX_CONV"] = "bogus"
     bad = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "FETAL_SSL_JAX_CONV must be" in bad.stderr

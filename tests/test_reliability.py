@@ -98,6 +98,7 @@ def _steps(wd):
     return sorted(int(n) for n in os.listdir(d) if n.isdigit()), sorted(n for n in os.listdir(d) if not n.isdigit())
 
 
+@pytest.mark.conv_paths
 def test_finetune_killed_preempted_and_out_of_space_then_rerun_equals_uninterrupted(env, ft_args, ft_baseline,
                                                                                     tmp_path):
     """One workdir through every fault in turn; each rerun resumes; the end equals the uninterrupted run."""

@@ -30,11 +30,13 @@ def run_config(cfg: ml_collections.ConfigDict, init: init_lib.Init, num_classes:
     """The config the loop and the method see: the init's architecture and normalisation, the subset's weights."""
     rc = ml_collections.ConfigDict(cfg.to_dict())
     rc.model = ml_collections.ConfigDict(init.model_cfg.to_dict())
+    rc.model.ops = str(cfg.model.get("ops", "auto"))  # the kernel choice is this run's, not the encoder's
     rc.aug.update(mean=float(init.mean), std=float(init.std))
     rc.supervised.update(num_classes=int(num_classes), class_weights=tuple(float(w) for w in weights))
     if float(rc.optim.get("warmup_frac", 0.0)) > 0:
         rc.optim.warmup_steps = int(round(float(rc.optim.warmup_frac) * steps))
     rc.train.steps = int(steps)
+    rc.data.image_size = int(init.image_size)  # the init's input size (the loop reads it from here)
     return rc
 
 
@@ -169,12 +171,8 @@ def finetune(cfg: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         return labelled_pipeline.make_dataset(store, subset.indices, rc.data, size, batch, total, int(cfg.seed),
                                               jax.process_index(), jax.process_count())
 
-    result = train_loop(cfg=rc, workdir=workdir, method=method, make_dataset=make_dataset, total_steps=steps,
-                        global_batch=batch, image_shape=(size, size, 1), aug_cfg=rc.aug, optim_cfg=rc.optim,
-                        log_every=int(cfg.train.log_every), ckpt_every=int(cfg.train.ckpt_every),
-                        keep=int(cfg.train.keep_checkpoints), progress=bool(cfg.train.progress),
-                        seed=int(cfg.seed), hooks=(select_hook,), desc=f"finetune {init.method}",
-                        initial_params=load_init, stop_after=stop_after)
+    result = train_loop(rc, workdir, method, make_dataset, hooks=(select_hook,), init_fn=load_init,
+                        desc=f"finetune {init.method}", stop_after=stop_after)
     if result.step < steps:
         return None
     if selection.variables is None:  # finished run resumed after its last checkpoint: score it now

@@ -155,37 +155,40 @@ def available() -> bool:
     return _load() == ""
 
 
-def threads_per_call() -> int:
-    """OpenMP threads per convolution: $FETAL_SSL_JAX_ONEDNN_THREADS, else 0 (OpenMP's default: all cores).
+def settings_from_env() -> tuple[int, int]:
+    """(OpenMP threads per call, weight-gradient chunk rows) from the environment; read once, by
+    ``models.ops.resolve``, never while tracing.
 
-    XLA may run independent branches (an SSL step's two views) on two threads at once, so
-    fewer threads per call can avoid oversubscription; measured on 2 cores (ResNet-18, two
-    views of 64 at 64 px, forward+backward) one team over all cores is faster: 740 vs 858 ms.
+    Threads: $FETAL_SSL_JAX_ONEDNN_THREADS, else 0 (OpenMP's default: all cores). XLA may run
+    independent branches (an SSL step's two views) on two threads at once, so fewer threads per call
+    can avoid oversubscription; measured on 2 cores (ResNet-18, two views of 64 at 64 px,
+    forward+backward) one team over all cores is faster: 740 vs 858 ms.
+    Rows: $FETAL_SSL_JAX_ONEDNN_DW_ROWS, else DW_CHUNK_ROWS (0: one call, no chunks).
     """
-    return max(0, int(os.environ.get(THREADS_ENV, "0") or 0))
+    return (max(0, int(os.environ.get(THREADS_ENV, "0") or 0)),
+            int(os.environ.get(DW_ROWS_ENV, DW_CHUNK_ROWS)))
 
 
-def dw_chunk_images(out_pixels: int) -> int:
+def dw_chunk_images(out_pixels: int, rows: int = DW_CHUNK_ROWS) -> int:
     """Images per weight-gradient chunk (0: one call) for outputs of ``out_pixels`` = Ho*Wo pixels.
 
-    About DW_CHUNK_ROWS output pixels, but at least DW_MIN_IMAGES images: oneDNN's weight
+    About ``rows`` output pixels, but at least DW_MIN_IMAGES images: oneDNN's weight
     gradient runs far below speed on 1-2 images per call (ResNet-18's 7x7 stem at 64 px:
     14.7 ms in chunks of 2 images, 6.8 ms in chunks of 4, 6.3 ms in one call).
     """
-    rows = int(os.environ.get(DW_ROWS_ENV, DW_CHUNK_ROWS))
     return max(-(-rows // out_pixels), DW_MIN_IMAGES) if rows > 0 else 0
 
 
-def _attrs(strides, padding, out_shape) -> dict:
+def _attrs(strides, padding, out_shape, threads: int, dw_rows: int) -> dict:
     (pt, pb), (pl, pr) = padding
     return dict(sh=np.int64(strides[0]), sw=np.int64(strides[1]), pt=np.int64(pt), pb=np.int64(pb),
-                pl=np.int64(pl), pr=np.int64(pr), threads=np.int64(threads_per_call()),
-                chunk=np.int64(dw_chunk_images(out_shape[1] * out_shape[2])))
+                pl=np.int64(pl), pr=np.int64(pr), threads=np.int64(threads),
+                chunk=np.int64(dw_chunk_images(out_shape[1] * out_shape[2], dw_rows)))
 
 
-def _call(target: str, shape, *args, strides, padding, out_shape):
+def _call(target: str, shape, *args, strides, padding, out_shape, tuning):
     return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32), vmap_method="sequential")(
-        *args, **_attrs(strides, padding, out_shape))
+        *args, **_attrs(strides, padding, out_shape, *tuning))
 
 
 def _data_mesh(batch: int):
@@ -212,57 +215,60 @@ def _per_shard(f, batch: int, in_specs, out_specs):
     return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
 
 
-def _fwd_impl(x, w, strides, padding):
+def _fwd_impl(x, w, strides, padding, tuning):
     def f(x, w):
         y = _out_shape(x.shape, w.shape, strides, padding)
-        return _call(TARGETS[0], y, x, w, strides=strides, padding=padding, out_shape=y)
+        return _call(TARGETS[0], y, x, w, strides=strides, padding=padding, out_shape=y, tuning=tuning)
     return _per_shard(f, x.shape[0], (P(DATA_AXIS), P()), P(DATA_AXIS))(x, w)
 
 
-def _bwd_impl(x, w, dy, strides, padding):
+def _bwd_impl(x, w, dy, strides, padding, tuning):
     sharded = _data_mesh(x.shape[0]) is not None
 
     def f(x, w, dy):
-        dx = _call(TARGETS[1], x.shape, dy, w, strides=strides, padding=padding, out_shape=dy.shape)
-        dw = _call(TARGETS[2], w.shape, x, dy, strides=strides, padding=padding, out_shape=dy.shape)
+        dx = _call(TARGETS[1], x.shape, dy, w, strides=strides, padding=padding, out_shape=dy.shape, tuning=tuning)
+        dw = _call(TARGETS[2], w.shape, x, dy, strides=strides, padding=padding, out_shape=dy.shape, tuning=tuning)
         return dx, (jax.lax.psum(dw, DATA_AXIS) if sharded else dw)
     return _per_shard(f, x.shape[0], (P(DATA_AXIS), P(), P(DATA_AXIS)), (P(DATA_AXIS), P()))(x, w, dy)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv(x, w, strides, padding):
-    return _fwd_impl(x, w, strides, padding)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, w, strides, padding, tuning):
+    return _fwd_impl(x, w, strides, padding, tuning)
 
 
-def _conv_fwd(x, w, strides, padding):
-    return _fwd_impl(x, w, strides, padding), (x, w)
+def _conv_fwd(x, w, strides, padding, tuning):
+    return _fwd_impl(x, w, strides, padding, tuning), (x, w)
 
 
-def _conv_bwd(strides, padding, res, dy):
+def _conv_bwd(strides, padding, tuning, res, dy):
     x, w = res
-    return _bwd_impl(x, w, dy, strides, padding)
+    return _bwd_impl(x, w, dy, strides, padding, tuning)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-           padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+           padding: tuple[tuple[int, int], tuple[int, int]], threads: int = 0,
+           dw_rows: int = DW_CHUNK_ROWS) -> jax.Array:
     """Same as ``lax.conv_general_dilated(x, kernel, strides, padding, ('NHWC','HWIO','NHWC'))``
-    for float32, computed by oneDNN; raises when the kernel is unavailable (see :func:`available`)."""
+    for float32, computed by oneDNN; raises when the kernel is unavailable (see :func:`available`).
+    ``threads``/``dw_rows``: see :func:`settings_from_env` (models.ops carries them)."""
     if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
         raise TypeError(f"oneDNN conv2d is float32 only, got {x.dtype} and {kernel.dtype}")
     if not available():
         raise RuntimeError(f"oneDNN convolution kernel unavailable: {_load()}")
     strides = tuple(int(s) for s in strides)
     padding = tuple((int(a), int(b)) for a, b in padding)
+    tuning = (int(threads), int(dw_rows))
     if kernel.shape[:2] == (1, 1) and padding == ((0, 0), (0, 0)) and strides != (1, 1):
         # A strided 1x1 convolution is a 1x1 convolution of the subsampled input. Doing the subsampling
         # here keeps oneDNN off its "reduce to unit stride" path, whose AVX2 weight gradient is wrong
         # for fewer than 8 input and output channels (oneDNN 3.2: 7.1 abs error on 4->6 channels, 8x8
         # input, stride 2; tests/test_onednn_conv.py); autodiff of the slice scatters dx back.
-        return _conv(x[:, ::strides[0], ::strides[1], :], kernel, (1, 1), padding)
-    return _conv(x, kernel, strides, padding)
+        return _conv(x[:, ::strides[0], ::strides[1], :], kernel, (1, 1), padding, tuning)
+    return _conv(x, kernel, strides, padding, tuning)
 
 
 if __name__ == "__main__":  # `python -m fetal_ssl_jax.kernels.onednn`: build now (make does this)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from fetal_ssl_jax import losses, monitors
-from fetal_ssl_jax.methods.base import LossOut, Method
+from fetal_ssl_jax.methods.base import LossOut, LossOutput, Method
 from fetal_ssl_jax.models.decoder import Decoder
 
 
@@ -47,7 +47,7 @@ class AutoEncoder(Method):
         size = int(self.cfg.data.image_size)
         decoder = Decoder(out_size=size, out_channels=1, seed_size=decoder_seed_size(size),
                           width=int(self.mcfg.decoder_width), max_width=int(self.mcfg.get("decoder_max_width", 512)),
-                          dtype=dtype)
+                          dtype=dtype, ops=self.ops)
         return EncoderDecoder(self.backbone(), decoder)
 
     def corrupt(self, x: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array | None]:
@@ -61,11 +61,11 @@ class AutoEncoder(Method):
         target = x.astype(jnp.float32)
         mse_all = losses.reconstruction_loss(target, out["x_hat"])
         h = out["h"].astype(jnp.float32)
-        metrics = {"mse_all": mse_all, "feature_std": monitors.embedding_std(h), "_rank_input": h}
+        metrics = {"mse_all": mse_all, "feature_std": monitors.embedding_std(h)}
         loss = mse_all
         if erased is not None:
             mse_erased = losses.reconstruction_loss(target, out["x_hat"], erased)
             metrics.update(mse_erased=mse_erased, erased_fraction=jnp.mean(erased.astype(jnp.float32)))
             if self.mcfg.get("loss_region", "all") == "erased":
                 loss = mse_erased
-        return loss, metrics, batch_stats, extra
+        return LossOutput(loss, metrics, batch_stats, extra, rank_input=h)

@@ -6,7 +6,7 @@ extra state after the optimizer step. Nothing about loops, devices or checkpoint
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -14,12 +14,24 @@ import jax.numpy as jnp
 import ml_collections
 
 from fetal_ssl_jax import monitors
-from fetal_ssl_jax.kernels import onednn
 from fetal_ssl_jax.models import build_backbone, norm
+from fetal_ssl_jax.models import ops as ops_lib
 from fetal_ssl_jax.models.mlp import MLP
 
 Pytree = Any
-LossOut = tuple[jax.Array, dict[str, jax.Array], Pytree, Pytree]  # loss, metrics, batch_stats, extra
+
+
+class LossOutput(NamedTuple):
+    """What a method's ``loss`` returns to the shared step (a pytree: it crosses ``value_and_grad``)."""
+
+    loss: jax.Array                # scalar, float32
+    metrics: dict[str, jax.Array]  # scalars to log
+    batch_stats: Pytree            # the network's updated BatchNorm statistics
+    extra: Pytree                  # the method's updated extra state (EMA target, queue, class weights)
+    rank_input: jax.Array | None = None  # embeddings for the step's RankMe monitor (None: no RankMe)
+
+
+LossOut = LossOutput  # kept for annotations in method modules
 
 
 class EncoderWithHead(nn.Module):
@@ -38,11 +50,14 @@ class Method:
     """Base class. Subclasses set ``name`` and ``views`` and implement ``network`` and ``loss``."""
 
     name: str = ""
-    views: tuple[str, ...] = ("view1", "view2")  # augmented inputs the loss needs
+    # Augmented inputs the loss needs, in augmentation order: the step augments entry i with the i-th
+    # of each (view1, view2) augmentation setting (BYOL-style asymmetric probabilities).
+    views: tuple[str, ...] = ("view1", "view2")
 
     def __init__(self, cfg: ml_collections.ConfigDict):
         self.cfg = cfg
         self.mcfg = cfg.get(self.name, ml_collections.ConfigDict())
+        self.ops = ops_lib.resolve(cfg.model)  # the kernel choice, once (models.ops); passed to every module
         self.model = self.network()
 
     # --- to implement -------------------------------------------------------------
@@ -77,17 +92,12 @@ class Method:
         return out, upd["batch_stats"]
 
     def backbone(self) -> nn.Module:
-        return build_backbone(self.cfg.model)
+        return build_backbone(self.cfg.model, ops=self.ops)
 
-
-def views_as_one_batch() -> bool:
-    """Run both views as one interleaved batch (same numbers as two forwards, see ``models.norm``)?
-
-    Yes on accelerators and with the oneDNN CPU convolutions (BarlowTwins R18 step at 64 px on
-    2 cores: 77 -> 86 img/s); no with XLA:CPU's own convolutions, which run a batch of 128 slower
-    than two of 64 (65 -> 59 img/s).
-    """
-    return jax.default_backend() != "cpu" or onednn.available()
+    def mlp(self, dims, **kw: Any) -> MLP:
+        """An MLP head (hidden widths, then the output width) with this method's kernel choice."""
+        dims = tuple(dims)
+        return MLP(hidden=dims[:-1], out=dims[-1], ops=self.ops, **kw)
 
 
 class JointEmbedding(Method):
@@ -97,12 +107,11 @@ class JointEmbedding(Method):
     layer, twice the rows per convolution), with BatchNorm statistics per view
     (``models.norm.per_view_statistics``): the same outputs and running statistics as two
     separate forwards, as in the reference implementations (which it falls back to where
-    that is faster, see :func:`views_as_one_batch`). Under jit they are global-batch.
+    that is faster, ``models.ops.Ops.views_as_one_batch``). Under jit they are global-batch.
     """
 
     def projector(self) -> nn.Module:
-        dims = tuple(self.mcfg.proj_dims)
-        return MLP(hidden=dims[:-1], out=dims[-1], use_bn=True, last_bn=self.last_bn)
+        return self.mlp(self.mcfg.proj_dims, use_bn=True, last_bn=self.last_bn)
 
     last_bn: bool = False
 
@@ -113,7 +122,10 @@ class JointEmbedding(Method):
         raise NotImplementedError
 
     def loss(self, params, batch_stats, extra, inputs, rng, step) -> LossOut:
-        if views_as_one_batch():
+        # Both views as one interleaved batch where models.ops says it is faster (accelerators, oneDNN
+        # on CPU: BarlowTwins R18 at 64 px, 2 cores, 77 -> 86 img/s); XLA:CPU's own convolutions run a
+        # batch of 2B slower than two of B (65 -> 59 img/s). Same numbers either way (models.norm).
+        if self.ops.views_as_one_batch:
             with norm.per_view_statistics(2):
                 out, batch_stats = self.apply(params, batch_stats, norm.interleave(inputs["view1"], inputs["view2"]))
             split = {k: norm.deinterleave(v, 2) for k, v in out.items()}
@@ -126,5 +138,4 @@ class JointEmbedding(Method):
         metrics = dict(terms)
         metrics["embedding_std"] = monitors.embedding_std(z1)
         metrics["feature_std"] = monitors.embedding_std(o1["h"].astype(jnp.float32))
-        metrics["_rank_input"] = z1  # consumed (and removed) by the step's RankMe monitor
-        return loss, metrics, batch_stats, extra
+        return LossOutput(loss, metrics, batch_stats, extra, rank_input=z1)

@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from fetal_ssl_jax import losses, monitors
-from fetal_ssl_jax.methods.base import EncoderWithHead, JointEmbedding, LossOut, Pytree
-from fetal_ssl_jax.models.mlp import MLP
+from fetal_ssl_jax.methods.base import EncoderWithHead, JointEmbedding, LossOut, LossOutput, Pytree
 
 ENCODER_KEYS = ("backbone", "head")  # the parts the EMA target mirrors
 
@@ -57,11 +56,14 @@ class OnlineWithPredictor(nn.Module):
 class BYOL(JointEmbedding):
     name = "byol"
 
-    def network(self) -> nn.Module:
-        pred = tuple(self.mcfg.pred_dims)
-        predictor = MLP(hidden=pred[:-1], out=pred[-1], use_bn=True)
-        # The target: same modules and names as the online backbone + projector.
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # The target: same modules and names as the online backbone + projector (built here, not as a
+        # side effect of network()).
         self.target_model = EncoderWithHead(self.backbone(), self.projector())
+
+    def network(self) -> nn.Module:
+        predictor = self.mlp(tuple(self.mcfg.pred_dims), use_bn=True)
         return OnlineWithPredictor(self.backbone(), self.projector(), predictor)
 
     def tau(self, step: jax.Array) -> jax.Array:
@@ -88,10 +90,9 @@ class BYOL(JointEmbedding):
         z1 = o1["z"].astype(jnp.float32)
         metrics = {"loss_12": l12, "loss_21": l21, "tau": self.tau(step),
                    "embedding_std": monitors.embedding_std(z1),
-                   "feature_std": monitors.embedding_std(o1["h"].astype(jnp.float32)),
-                   "_rank_input": z1}
+                   "feature_std": monitors.embedding_std(o1["h"].astype(jnp.float32))}
         extra = dict(extra, target_batch_stats=tbs)
-        return l12 + l21, metrics, batch_stats, extra
+        return LossOutput(l12 + l21, metrics, batch_stats, extra, rank_input=z1)
 
     def after_update(self, params: Pytree, batch_stats: Pytree, extra: Pytree, step: jax.Array) -> Pytree:
         """target <- tau(step) * target + (1 - tau(step)) * online, with the just-updated online params."""

@@ -31,9 +31,8 @@ import jax
 import jax.numpy as jnp
 
 from fetal_ssl_jax import losses, monitors
-from fetal_ssl_jax.methods.base import EncoderWithHead, JointEmbedding, LossOut, Pytree
+from fetal_ssl_jax.methods.base import EncoderWithHead, JointEmbedding, LossOut, LossOutput, Pytree
 from fetal_ssl_jax.methods.byol import cosine_ema_rate, ema, real_copy
-from fetal_ssl_jax.models.mlp import MLP
 
 
 def enqueue(queue: jax.Array, ptr: jax.Array, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -48,7 +47,7 @@ class MoCo(JointEmbedding):
 
     def projector(self) -> nn.Module:
         dims = tuple(self.mcfg.proj_dims)
-        return MLP(hidden=dims[:-1], out=dims[-1], use_bn=False)  # MoCo-v2: no BN in the head
+        return self.mlp(dims, use_bn=False)  # MoCo-v2: no BN in the head
 
     def momentum(self, step: jax.Array) -> jax.Array:
         base = float(self.mcfg.momentum)
@@ -125,10 +124,9 @@ class MoCo(JointEmbedding):
             momentum=self.momentum(step),
             positive_cos=jnp.mean(jnp.sum(jax.lax.stop_gradient(q1) * k2, axis=1)),
             embedding_std=monitors.embedding_std(z1),
-            feature_std=monitors.embedding_std(o1["h"].astype(jnp.float32)),
-            _rank_input=z1)
+            feature_std=monitors.embedding_std(o1["h"].astype(jnp.float32)))
         extra = dict(extra, key_batch_stats=kbs, queue=new_queue, queue_ptr=new_ptr)
-        return loss, metrics, bs, extra
+        return LossOutput(loss, metrics, bs, extra, rank_input=z1)
 
     def after_update(self, params: Pytree, batch_stats: Pytree, extra: Pytree, step: jax.Array) -> Pytree:
         """key <- m * key + (1 - m) * query with the just-updated query parameters (MoCo's order)."""

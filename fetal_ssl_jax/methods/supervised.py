@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fetal_ssl_jax.methods.base import LossOut, Method
+from fetal_ssl_jax.methods.base import LossOut, LossOutput, Method
 from fetal_ssl_jax.models import build_backbone
 
 
@@ -37,7 +37,7 @@ class Supervised(Method):
         k = int(self.mcfg.get("num_classes", 0))
         if k <= 0:
             raise ValueError("supervised.num_classes must be set (the labelled store's class count)")
-        return build_backbone(self.cfg.model, num_classes=k)
+        return build_backbone(self.cfg.model, num_classes=k, ops=self.ops)
 
     def init_extra(self, params, batch_stats, sample) -> dict:
         k = int(self.mcfg.num_classes)
@@ -52,7 +52,7 @@ class Supervised(Method):
         loss = weighted_cross_entropy(logits, labels, extra["class_weights"],
                                       float(self.mcfg.get("label_smoothing", 0.0)))
         acc = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
-        return loss, {"train_accuracy": acc}, batch_stats, extra
+        return LossOutput(loss, {"train_accuracy": acc}, batch_stats, extra)
 
     def encoder_variables(self, params, batch_stats) -> dict:
         """The backbone without its classifier, in models.ResNet's layout (what SSL encoders save)."""

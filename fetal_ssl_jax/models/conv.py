@@ -1,17 +1,15 @@
-"""A bias-free 2-D convolution with fast CPU paths: oneDNN kernels, or im2col for tiny outputs.
+"""A bias-free 2-D convolution whose kernel is chosen by ``models.ops``: XLA, oneDNN or im2col.
 
-On CPU (float32) the convolution runs in oneDNN through the XLA FFI
-(``fetal_ssl_jax.kernels.onednn``) when that kernel could be built: XLA:CPU's own
-convolutions made the ResNet train step ~1.4x slower than PyTorch's. Outputs of at most
-``IM2COL_MAX_OUTPUT_PIXELS`` pixels take the im2col path below even then (faster than
-oneDNN there too); where oneDNN cannot be built, the XLA paths below apply.
+Which path runs is data (the module's ``ops`` field, resolved once by the backbone builder):
+with ``ops.onednn`` float32 convolutions run in oneDNN through the XLA FFI
+(``fetal_ssl_jax.kernels.onednn``; XLA:CPU's own convolutions made the ResNet train step ~1.4x
+slower than PyTorch's); outputs of at most ``ops.im2col_max_pixels`` pixels take the im2col path
+below (faster than oneDNN there too); everything else calls ``lax.conv_general_dilated``.
 
 XLA:CPU runs 3x3 convolutions whose output is only a few pixels wide (the last ResNet
 stage at 64 px) extremely slowly: 189 ms for 512->512 channels on a 2x2 output versus
-7 ms on 4x4. On CPU, when the output is small, this module computes the same
-convolution as im2col (static slices of the padded input, concatenated on the channel
-axis) followed by one matmul, which XLA:CPU runs at full speed in forward and backward.
-Elsewhere (GPU/TPU, large outputs) it calls ``lax.conv_general_dilated``.
+7 ms on 4x4. im2col computes the same convolution as static slices of the padded input,
+concatenated on the channel axis, followed by one matmul, which XLA:CPU runs at full speed.
 
 The parameter is named ``kernel`` with shape [kh, kw, cin, cout] and the same default
 initialiser as ``flax.linen.Conv``, so parameters are interchangeable with ``nn.Conv``
@@ -27,16 +25,9 @@ from flax import linen as nn
 from jax import lax
 
 from fetal_ssl_jax.kernels import onednn
+from fetal_ssl_jax.models.ops import XLA, Ops
 
 Array = jax.Array
-
-# Output H*W at or below which the CPU path switches to im2col + matmul. Measured on a
-# 2-core CPU, batch 64, forward+backward of one 3x3 conv (lax vs im2col, ms):
-#   1x1 out 512->512: 46 vs 6;  2x2 out 512->512: 1097 vs 20;  3x3 out: 52 vs 43;
-#   4x4 out 512->512: 81 vs 87;  7x7 out 256->256: 65 vs 79;  16x16 out 128->128: 85 vs 144.
-# So im2col only for outputs of at most 3x3 pixels. Read at trace time: set it to 0 to
-# disable the path (benchmarks), or raise it for experiments.
-IM2COL_MAX_OUTPUT_PIXELS = 9
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
@@ -81,13 +72,10 @@ def im2col_conv(x: Array, kernel: Array, strides: tuple[int, int],
 
 
 class Conv(nn.Module):
-    """Bias-free NHWC conv with explicit symmetric padding and a CPU im2col path.
+    """Bias-free NHWC conv with explicit symmetric padding; the kernel path comes from ``ops``.
 
-    ``onednn``: None (auto) uses the oneDNN kernel on the CPU backend for float32 when it
-    is available (outputs small enough for im2col excepted); False forces XLA's
-    convolution, True requires oneDNN.
-    ``im2col`` (checked first, also when oneDNN is available): 'auto' uses im2col on the CPU backend when the output has at most
-    ``im2col_max_pixels`` pixels (default: ``IM2COL_MAX_OUTPUT_PIXELS``); 'always'/'never' force a path (tests, benchmarks).
+    ``im2col``: 'auto' follows ``ops.im2col_max_pixels``; 'always'/'never' force a path (tests,
+    benchmarks). oneDNN runs when ``ops.onednn``, the compute dtype is float32 and im2col is not taken.
     """
 
     features: int
@@ -99,17 +87,10 @@ class Conv(nn.Module):
     kernel_init: Any = nn.initializers.lecun_normal()
     precision: Any = None
     im2col: str = "auto"
-    im2col_max_pixels: int | None = None  # None: the module-level IM2COL_MAX_OUTPUT_PIXELS
-    onednn: bool | None = None
+    ops: Ops = XLA
 
     def use_onednn(self, dtype: Any) -> bool:
-        if self.onednn is False or self.im2col == "always":
-            return False
-        if self.onednn is True:
-            if not onednn.available():
-                raise RuntimeError("Conv(onednn=True) but the oneDNN kernel is unavailable (see the log)")
-            return True
-        return jax.default_backend() == "cpu" and jnp.dtype(dtype) == jnp.float32 and onednn.available()
+        return self.ops.onednn and self.im2col != "always" and jnp.dtype(dtype) == jnp.float32
 
     def use_im2col(self, in_h: int, in_w: int) -> bool:
         if self.im2col == "always":
@@ -118,17 +99,12 @@ class Conv(nn.Module):
             return False
         if self.im2col != "auto":
             raise ValueError(f"im2col must be 'auto', 'always' or 'never', got {self.im2col!r}")
-        if jax.default_backend() != "cpu":
-            return False
         kh, kw = _pair(self.kernel_size)
         sh, sw = _pair(self.strides)
         ph, pw = _pair(self.padding)
         ho = conv_output_size(in_h, kh, sh, ph)
         wo = conv_output_size(in_w, kw, sw, pw)
-        limit = self.im2col_max_pixels
-        if limit is None:
-            limit = IM2COL_MAX_OUTPUT_PIXELS
-        return ho * wo <= limit
+        return ho * wo <= self.ops.im2col_max_pixels
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -147,7 +123,7 @@ class Conv(nn.Module):
         if self.use_im2col(x.shape[1], x.shape[2]):
             return im2col_conv(x, kernel, strides, padding, self.precision)
         if self.use_onednn(dtype):
-            return onednn.conv2d(x, kernel, strides, padding)
+            return onednn.conv2d(x, kernel, strides, padding, self.ops.onednn_threads, self.ops.onednn_dw_rows)
         return lax.conv_general_dilated(
             x, kernel, window_strides=strides, padding=padding,
             dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)

@@ -21,6 +21,7 @@ from flax import linen as nn
 
 from fetal_ssl_jax.models.conv import Conv
 from fetal_ssl_jax.models.norm import BatchNorm
+from fetal_ssl_jax.models.ops import XLA, Ops
 from fetal_ssl_jax.models.resnet import conv_init
 
 Array = jax.Array
@@ -45,6 +46,7 @@ class Decoder(nn.Module):
     max_width: int = 512
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
+    ops: Ops = XLA
 
     def num_stages(self) -> int:
         ratio = self.out_size / self.seed_size
@@ -61,7 +63,8 @@ class Decoder(nn.Module):
     def __call__(self, features: Array, train: bool) -> Array:
         n = self.num_stages()
         norm = functools.partial(BatchNorm, use_running_average=not train,
-                                 momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype)
+                                 momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype,
+                                 closed_form_grad=self.ops.handwritten_grads)
         c_seed = self.stage_width(0, n) if n > 0 else self.width
         x = jnp.asarray(features, self.dtype)
         x = nn.Dense(self.seed_size * self.seed_size * c_seed, dtype=self.dtype, name="seed")(x)
@@ -69,9 +72,9 @@ class Decoder(nn.Module):
         x = nn.relu(norm(name="seed_bn")(x))
         for i in range(n):
             x = upsample2x(x)
-            x = Conv(self.stage_width(i, n), 3, 1, 1, dtype=self.dtype, kernel_init=conv_init,
+            x = Conv(self.stage_width(i, n), 3, 1, 1, dtype=self.dtype, kernel_init=conv_init, ops=self.ops,
                      name=f"up{i}_conv")(x)
             x = nn.relu(norm(name=f"up{i}_bn")(x))
-        x = Conv(self.out_channels, 3, 1, 1, dtype=self.dtype, name="out_conv")(x)
+        x = Conv(self.out_channels, 3, 1, 1, dtype=self.dtype, ops=self.ops, name="out_conv")(x)
         bias = self.param("out_bias", nn.initializers.zeros, (self.out_channels,), jnp.float32)
         return x.astype(jnp.float32) + bias

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fetal_ssl_jax.models.norm import BatchNorm
+from fetal_ssl_jax.models.ops import XLA, Ops
 
 Array = jax.Array
 
@@ -35,11 +36,13 @@ class MLP(nn.Module):
     last_bias: bool = True
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
+    ops: Ops = XLA
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         norm = functools.partial(BatchNorm, use_running_average=not train,
-                                 momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype)
+                                 momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype,
+                                 closed_form_grad=self.ops.handwritten_grads)
         x = jnp.asarray(x, self.dtype)
         for i, width in enumerate(self.hidden):
             x = nn.Dense(width, use_bias=not self.use_bn, dtype=self.dtype, name=f"dense_{i}")(x)

@@ -112,8 +112,19 @@ def _normalize_bwd(eps, res, cts):
 _normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 
+def _plain_normalize(xg: jax.Array, scale: jax.Array, bias: jax.Array, eps: float):
+    """The same normalisation left to autodiff (``models.ops`` 'xla': GPU/TPU, no hand-written gradient)."""
+    mu, var = _stats(xg)
+    y = (xg - _bcast(mu, xg.ndim)) * _bcast(lax.rsqrt(var + eps) * scale, xg.ndim) + bias  # as _normalize_fwd
+    return y, mu, var
+
+
 class BatchNorm(nn.Module):
-    """Drop-in for ``nn.BatchNorm`` over the last axis, with per-view statistics on demand."""
+    """Drop-in for ``nn.BatchNorm`` over the last axis, with per-view statistics on demand.
+
+    ``closed_form_grad`` (``models.ops``'s ``handwritten_grads``): the training-mode backward of
+    :func:`_normalize` (fewer passes over memory on CPU), else autodiff of the plain formula.
+    """
 
     use_running_average: bool | None = None
     momentum: float = 0.99
@@ -124,6 +135,7 @@ class BatchNorm(nn.Module):
     use_scale: bool = True
     bias_init: Any = nn.initializers.zeros
     scale_init: Any = nn.initializers.ones
+    closed_form_grad: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
@@ -143,7 +155,8 @@ class BatchNorm(nn.Module):
         if use_ra:
             y = (xg - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon) * gamma) + beta
         else:
-            y, mu, v = _normalize(xg.astype(ftype), gamma, beta, self.epsilon)
+            normalize = _normalize if self.closed_form_grad else _plain_normalize
+            y, mu, v = normalize(xg.astype(ftype), gamma, beta, self.epsilon)
             if not self.is_initializing():
                 mu, v = lax.stop_gradient(mu), lax.stop_gradient(v)
                 m_ra, v_ra = ra_mean.value, ra_var.value

@@ -21,11 +21,6 @@ from flax import linen as nn
 
 Array = jax.Array
 
-# 'auto': reshape form on the CPU backend, reduce_window elsewhere. 'reshape' or
-# 'reduce_window' force one (benchmarks, tests). Read at trace time.
-MAXPOOL_IMPL = "auto"
-
-
 def _max3_stride2(x: Array, axis: int, out_len: int) -> Array:
     """max(x[2i], x[2i+1], x[2i+2]) along ``axis`` for i < out_len (x padded, length >= 2*out_len+2)."""
     shape = x.shape
@@ -99,10 +94,9 @@ def _pool_bwd(res, g: Array):
 max_pool_3x3_s2_fast_grad.defvjp(_pool_fwd, _pool_bwd)
 
 
-def max_pool_3x3_s2(x: Array, impl: str | None = None) -> Array:
-    impl = impl or MAXPOOL_IMPL
-    if impl == "auto":
-        impl = "reshape" if jax.default_backend() == "cpu" else "reduce_window"
+def max_pool_3x3_s2(x: Array, impl: str) -> Array:
+    """``impl``: 'reshape' (the form above, hand-written gradient; ``models.ops`` cpu_fast) or
+    'reduce_window' (``nn.max_pool``; ops 'xla')."""
     if impl == "reshape":
         return max_pool_3x3_s2_fast_grad(x)
     if impl == "reduce_window":

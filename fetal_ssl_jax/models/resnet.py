@@ -20,6 +20,8 @@ from flax import linen as nn
 
 from fetal_ssl_jax.models.conv import Conv
 from fetal_ssl_jax.models.norm import BatchNorm
+from fetal_ssl_jax.models.ops import XLA, Ops
+from fetal_ssl_jax.models.ops import resolve as resolve_ops
 from fetal_ssl_jax.models.pooling import max_pool_3x3_s2
 
 Array = jax.Array
@@ -69,12 +71,13 @@ class BasicBlock(nn.Module):
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
+    ops: Ops = XLA
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
-        conv = functools.partial(Conv, dtype=self.dtype, kernel_init=conv_init)
-        norm = functools.partial(BatchNorm, use_running_average=not train,
-                                 momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype)
+        conv = functools.partial(Conv, dtype=self.dtype, kernel_init=conv_init, ops=self.ops)
+        norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+                                 epsilon=1e-5, dtype=self.dtype, closed_form_grad=self.ops.handwritten_grads)
         identity = x
         y = conv(self.planes, 3, self.stride, 1, name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
@@ -95,12 +98,13 @@ class Bottleneck(nn.Module):
     zero_init_residual: bool = False
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
+    ops: Ops = XLA
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
-        conv = functools.partial(Conv, dtype=self.dtype, kernel_init=conv_init)
-        norm = functools.partial(BatchNorm, use_running_average=not train,
-                                 momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype)
+        conv = functools.partial(Conv, dtype=self.dtype, kernel_init=conv_init, ops=self.ops)
+        norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+                                 epsilon=1e-5, dtype=self.dtype, closed_form_grad=self.ops.handwritten_grads)
         out_ch = self.planes * EXPANSION["bottleneck"]
         identity = x
         y = conv(self.planes, 1, 1, 0, name="conv1")(x)
@@ -131,6 +135,7 @@ class ResNet(nn.Module):
     num_classes: int | None = None
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
+    ops: Ops = XLA  # which kernels run (models.ops); the builders below resolve it from config/platform
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
@@ -140,20 +145,20 @@ class ResNet(nn.Module):
         x = jnp.asarray(x, self.dtype)
         c0 = base_channels(self.width)
         if self.small_stem:
-            x = Conv(c0, 3, 1, 1, dtype=self.dtype, kernel_init=conv_init, name="conv1")(x)
+            x = Conv(c0, 3, 1, 1, dtype=self.dtype, kernel_init=conv_init, ops=self.ops, name="conv1")(x)
         else:
-            x = Conv(c0, 7, 2, 3, dtype=self.dtype, kernel_init=conv_init, name="conv1")(x)
-        x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                         epsilon=1e-5, dtype=self.dtype, name="bn1")(x)
+            x = Conv(c0, 7, 2, 3, dtype=self.dtype, kernel_init=conv_init, ops=self.ops, name="conv1")(x)
+        x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype,
+                      closed_form_grad=self.ops.handwritten_grads, name="bn1")(x)
         x = nn.relu(x)
         if not self.small_stem:
-            x = max_pool_3x3_s2(x)
+            x = max_pool_3x3_s2(x, self.ops.maxpool)
         for stage, n_blocks in enumerate(self.stage_sizes):
             for b in range(n_blocks):
                 stride = 2 if (stage > 0 and b == 0) else 1
                 x = block_cls(planes=stage_channels(self.width, stage), stride=stride,
                               zero_init_residual=self.zero_init_residual, dtype=self.dtype,
-                              bn_momentum=self.bn_momentum,
+                              bn_momentum=self.bn_momentum, ops=self.ops,
                               name=f"layer{stage + 1}_{b}")(x, train)
         x = jnp.mean(x.astype(jnp.promote_types(self.dtype, jnp.float32)), axis=(1, 2))  # f64 stays f64
         if self.num_classes is not None:
@@ -162,16 +167,16 @@ class ResNet(nn.Module):
         return x
 
 
-def ResNet18(**kw: Any) -> ResNet:
-    return ResNet(stage_sizes=ARCHS["resnet18"][0], block="basic", **kw)
+def ResNet18(ops: Any = "auto", **kw: Any) -> ResNet:
+    return ResNet(stage_sizes=ARCHS["resnet18"][0], block="basic", ops=resolve_ops(ops), **kw)
 
 
-def ResNet34(**kw: Any) -> ResNet:
-    return ResNet(stage_sizes=ARCHS["resnet34"][0], block="basic", **kw)
+def ResNet34(ops: Any = "auto", **kw: Any) -> ResNet:
+    return ResNet(stage_sizes=ARCHS["resnet34"][0], block="basic", ops=resolve_ops(ops), **kw)
 
 
-def ResNet50(**kw: Any) -> ResNet:
-    return ResNet(stage_sizes=ARCHS["resnet50"][0], block="bottleneck", **kw)
+def ResNet50(ops: Any = "auto", **kw: Any) -> ResNet:
+    return ResNet(stage_sizes=ARCHS["resnet50"][0], block="bottleneck", ops=resolve_ops(ops), **kw)
 
 
 def _arch(cfg: ml_collections.ConfigDict) -> tuple[tuple[int, ...], str]:
@@ -181,10 +186,15 @@ def _arch(cfg: ml_collections.ConfigDict) -> tuple[tuple[int, ...], str]:
     return ARCHS[arch]
 
 
-def build_backbone(cfg: ml_collections.ConfigDict, num_classes: int | None = None) -> ResNet:
-    """Backbone from a config with arch, width, small_stem, zero_init_residual, dtype."""
+def build_backbone(cfg: ml_collections.ConfigDict, num_classes: int | None = None, ops: Any = None) -> ResNet:
+    """Backbone from a config with arch, width, small_stem, zero_init_residual, dtype, ops.
+
+    The one place the kernel choice is made: ``ops`` (an already resolved :class:`models.ops.Ops`,
+    e.g. the method's) or else ``cfg.ops`` ('auto' when absent) resolved for this platform.
+    """
     stage_sizes, block = _arch(cfg)
     return ResNet(
+        ops=resolve_ops(cfg if ops is None else ops),
         stage_sizes=stage_sizes,
         block=block,
         width=float(cfg.get("width", 1.0)),

@@ -69,18 +69,26 @@ def should_log(done: int, end: int, log_every: int, rankme_every: int = 0) -> bo
     return done % log_every == 0 or done == end or (rankme_every > 0 and done % rankme_every == 0)
 
 
-def train_loop(*, cfg: ml_collections.ConfigDict, workdir: str, method: Method, make_dataset: Callable[[int], Any],
-               total_steps: int, global_batch: int, image_shape: tuple[int, int, int],
-               aug_cfg: ml_collections.ConfigDict | None, optim_cfg: ml_collections.ConfigDict,
-               log_every: int, ckpt_every: int, keep: int = 2, progress: bool = True, seed: int = 0,
-               rankme_every: int = 0, hooks: tuple[Callable[[int, Any, dict], None], ...] = (),
-               desc: str = "train", initial_params: Callable[[Any], Any] | None = None,
-               stop_after: int | None = None) -> LoopResult:
+def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, make_dataset: Callable[[int], Any], *,
+               hooks: tuple[Callable[[int, Any, dict], None], ...] = (), init_fn: Callable[[Any], Any] | None = None,
+               desc: str = "train", stop_after: int | None = None) -> LoopResult:
     """Runs (or resumes) training in ``workdir``; ``make_dataset(total_steps)`` gives the grain IterDataset.
 
-    ``initial_params(state) -> state`` lets fine-tuning load pretrained weights into a fresh state.
-    ``stop_after`` ends the run early at that step (tests of resume).
+    Everything else comes from ``cfg``: ``train.steps``, ``train.batch_size`` (global), ``data.image_size``,
+    ``aug``, ``optim``, ``train.{log_every, ckpt_every, keep_checkpoints, progress, rankme_every,
+    async_checkpoint, debug_nan_step}``, ``seed``, ``model.dtype``. Callers pass only what differs between
+    pretraining and fine-tuning: ``hooks(step, state, metrics)`` after each step (fine-tuning's model
+    selection), ``init_fn(state) -> state`` to load pretrained weights into a fresh state, and
+    ``stop_after`` to end the run early at that step (tests of resume).
     """
+    total_steps, global_batch = int(cfg.train.steps), int(cfg.train.batch_size)
+    size = int(cfg.data.image_size)
+    image_shape = (size, size, 1)
+    aug_cfg, optim_cfg, seed = cfg.get("aug"), cfg.optim, int(cfg.seed)
+    log_every, ckpt_every = int(cfg.train.log_every), int(cfg.train.ckpt_every)
+    keep, progress = int(cfg.train.get("keep_checkpoints", 2)), bool(cfg.train.get("progress", True))
+    rankme_every = int(cfg.train.get("rankme_every", 0))
+    initial_params = init_fn
     mesh = mesh_lib.make_mesh()
     mesh_lib.check_batch(global_batch)
     with contextlib.ExitStack() as stack:

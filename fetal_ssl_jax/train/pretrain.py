@@ -1,7 +1,6 @@
 """SSL pretraining: config -> frame store -> shared loop -> encoder export."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -26,6 +25,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     config_validation.check_train(cfg.train)
     config_validation.check_optim(cfg.optim)
     config_validation.check_data(cfg.data)
+    if cfg.model.get("dtype", "float32") not in configuration.MODEL_DTYPES:
+        raise ValueError(f"model.dtype must be one of {', '.join(configuration.MODEL_DTYPES)}; "
+                         f"got {cfg.model.dtype!r}")
 
 
 def open_store(cfg: ml_collections.ConfigDict, workdir: str) -> FrameStore:
@@ -45,6 +47,7 @@ def open_store(cfg: ml_collections.ConfigDict, workdir: str) -> FrameStore:
 def pretrain(cfg: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None) -> LoopResult:
     validate(cfg)
     mesh_lib.maybe_initialize_distributed(cfg.dist.coordinator, int(cfg.dist.num_processes), int(cfg.dist.process_id))
+    configuration.resolve_model_dtype(cfg)  # 'auto': bf16 on GPU/TPU, f32 on CPU (after distributed init)
     mesh_lib.check_batch(int(cfg.train.batch_size))  # before any data is built
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory")
@@ -54,20 +57,13 @@ def pretrain(cfg: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json_best_effort(indent=1, sort_keys=True))
-    size = int(cfg.data.image_size)
     batch = int(cfg.train.batch_size)
 
     def make_dataset(steps: int):
         return pretrain_pipeline.make_dataset(store, cfg.data, batch, steps, int(cfg.seed),
                                               jax.process_index(), jax.process_count())
 
-    result = train_loop(cfg=cfg, workdir=workdir, method=method, make_dataset=make_dataset,
-                        total_steps=int(cfg.train.steps), global_batch=batch, image_shape=(size, size, 1),
-                        aug_cfg=cfg.aug, optim_cfg=cfg.optim, log_every=int(cfg.train.log_every),
-                        ckpt_every=int(cfg.train.ckpt_every), keep=int(cfg.train.keep_checkpoints),
-                        progress=bool(cfg.train.progress), seed=int(cfg.seed),
-                        rankme_every=int(cfg.train.rankme_every), desc=f"pretrain {cfg.method}",
-                        stop_after=stop_after)
+    result = train_loop(cfg, workdir, method, make_dataset, desc=f"pretrain {cfg.method}", stop_after=stop_after)
     if result.step == int(cfg.train.steps):
         export_encoder(cfg, workdir, method, result.state)
     return result

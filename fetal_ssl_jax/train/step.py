@@ -20,22 +20,20 @@ from fetal_ssl_jax.methods.base import Method
 from fetal_ssl_jax.train import augment, mesh as mesh_lib
 from fetal_ssl_jax.train.state import TrainState
 
-VIEW_INDEX = {"view1": 0, "view2": 1, "image": 0}
-
-
-def prepare_inputs(batch: dict[str, jax.Array], key: jax.Array, aug_cfg: ml_collections.ConfigDict | None
-                   ) -> dict[str, jax.Array]:
-    """uint8 image entries -> augmented, normalised float [B, H, W, 1]; other entries pass through."""
+def prepare_inputs(batch: dict[str, jax.Array], key: jax.Array, aug_cfg: ml_collections.ConfigDict | None,
+                   views: tuple[str, ...] = ("view1", "view2")) -> dict[str, jax.Array]:
+    """uint8 ``views`` entries -> augmented, normalised float [B, H, W, 1] (view i with augmentation
+    setting i, the method's order); other entries pass through."""
     ids = batch.get("sample_id")
     out = {}
     for name, x in batch.items():
-        if name in VIEW_INDEX and x.dtype == jnp.uint8:
+        if name in views and x.dtype == jnp.uint8:
             if aug_cfg is None or not aug_cfg.get("enabled", True):
                 norm = aug_cfg if aug_cfg is not None else ml_collections.ConfigDict(dict(mean=0.5, std=0.25))
                 out[name] = augment.normalize(augment.to_float(x), norm)
             else:
                 sid = ids if ids is not None else jnp.arange(x.shape[0], dtype=jnp.int32)
-                out[name] = augment.augment_batch(x, key, aug_cfg, VIEW_INDEX[name], sid)
+                out[name] = augment.augment_batch(x, key, aug_cfg, views.index(name), sid)
         else:
             out[name] = x
     return out
@@ -50,23 +48,22 @@ def _group_norms(grads: Any) -> dict[str, jax.Array]:
 
 def make_grads_fn(method: Method, aug_cfg: ml_collections.ConfigDict | None, compute_dtype: Any = jnp.float32,
                   debug_nan_step: int = -1) -> Callable:
-    """(state, batch, rng) -> ((loss, (metrics, batch_stats, extra)), grads): the step before the update."""
+    """(state, batch, rng) -> ((loss, LossOutput), grads): the step before the update."""
 
     def grads_fn(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
         key = jax.random.fold_in(rng, state.step)
         k_aug, k_loss = jax.random.split(key)
-        inputs = prepare_inputs(batch, k_aug, aug_cfg)
+        inputs = prepare_inputs(batch, k_aug, aug_cfg, tuple(method.views))
         if compute_dtype != jnp.float32:
             inputs = {k: v.astype(compute_dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
                       for k, v in inputs.items()}
 
         def loss_fn(params):
-            loss, metrics, batch_stats, extra = method.loss(params, state.batch_stats, state.extra, inputs,
-                                                            k_loss, state.step)
-            loss = loss.astype(jnp.float32)
+            out = method.loss(params, state.batch_stats, state.extra, inputs, k_loss, state.step)
+            loss = out.loss.astype(jnp.float32)
             if debug_nan_step >= 0:
                 loss = loss * jnp.where(state.step == debug_nan_step, jnp.nan, 1.0)
-            return loss, (metrics, batch_stats, extra)
+            return loss, out._replace(loss=loss)
 
         return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
 
@@ -80,7 +77,8 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, lr_fn: Callab
     grads_fn = make_grads_fn(method, aug_cfg, compute_dtype, debug_nan_step)
 
     def step_fn(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
-        (loss, (metrics, batch_stats, extra)), grads = grads_fn(state, batch, rng)
+        (loss, out), grads = grads_fn(state, batch, rng)
+        metrics, batch_stats, extra, rank_input = out.metrics, out.batch_stats, out.extra, out.rank_input
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
@@ -96,7 +94,6 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, lr_fn: Callab
         params = new_state.params
 
         metrics = dict(metrics)
-        rank_input = metrics.pop("_rank_input", None)
         if rank_input is not None and rankme_every > 0:
             # On the steps that complete a multiple of rankme_every (the loop logs those steps).
             metrics["rankme"] = jax.lax.cond((state.step + 1) % rankme_every == 0,

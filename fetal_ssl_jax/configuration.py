@@ -96,6 +96,31 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     return apply_overrides(load_config_file(spec), overrides)
 
 
+MODEL_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def auto_dtype(backend: str) -> str:
+    """The compute dtype 'auto' stands for on a platform: bfloat16 on accelerators, float32 on CPU."""
+    return "float32" if backend == "cpu" else "bfloat16"
+
+
+def resolve_model_dtype(cfg: ml_collections.ConfigDict, backend: str | None = None) -> ml_collections.ConfigDict:
+    """Replaces ``model.dtype='auto'`` by the platform's choice (``auto_dtype``), in place; returns cfg.
+
+    Called once when a run starts, after ``jax.distributed.initialize`` (``backend=None`` asks
+    ``jax.default_backend()``, which initialises the backends); an explicit dtype is kept.
+    """
+    model = cfg.get("model")
+    if model is None or model.get("dtype", "float32") != "auto":
+        return cfg
+    if backend is None:
+        import jax
+        backend = jax.default_backend()
+    with model.unlocked() if hasattr(model, "unlocked") else _null():
+        model.dtype = auto_dtype(backend)
+    return cfg
+
+
 def config_hash(cfg: ml_collections.ConfigDict) -> str:
     return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
 

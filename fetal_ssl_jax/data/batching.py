@@ -27,5 +27,9 @@ def batch_dataset(make_batch: Callable[[int], dict], num_steps: int, cfg: ml_col
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, int(cfg.prefetch)),
                                               prefetch_buffer_size=max(1, int(cfg.prefetch))))
     if int(cfg.workers) > 0:
+        # grain's worker processes read absl flags, which only absl.app parses; launch.py uses argparse.
+        from absl import flags
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg.workers)))
     return it

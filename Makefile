@@ -18,7 +18,7 @@ ifeq ($(REQS),)
 $(error PLATFORM must be cpu, cuda or tpu, not '$(PLATFORM)')
 endif
 
-.PHONY: demo test test-fast test-xla test-nokernel test-avx2 test-conv-paths bench clean-venv
+.PHONY: venv demo test test-extended test-fast test-xla test-nokernel test-avx2 test-conv-paths bench bench-accelerator clean-venv
 
 $(STAMP): $(REQS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,8 @@ ifeq ($(PLATFORM),cpu)
 endif
 	touch $(STAMP)
 
+venv: $(STAMP)   # `make venv PLATFORM=cuda`: the environment alone (what the emitted cloud jobs run)
+
 # Test-only packages (validating emitted Kubernetes/SkyPilot files), on top of the platform set.
 $(TEST_STAMP): $(STAMP) requirements-test.txt
 	$(PY) -m pip install -q -r requirements-test.txt
@@ -38,7 +40,10 @@ demo: $(STAMP)
 	$(PY) launch.py demo --workdir $(or $(WORKDIR),runs/demo)
 
 test: $(TEST_STAMP)
-	$(PY) -m pytest -n 2 --durations=15 tests
+	$(PY) -m pytest -n 2 --durations=15 -m "not extended" tests
+
+test-extended: $(TEST_STAMP)
+	$(PY) -m pytest -n 2 --durations=15 -m extended tests
 
 test-fast: $(TEST_STAMP)
 	$(PY) -m pytest -n 2 -m "not slow" tests
@@ -61,6 +66,10 @@ test-conv-paths: $(TEST_STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_step.py
+
+# One GPU/TPU: the JAX vs PyTorch step, MFU, memory and host-pipeline figures as JSON (benchmarks/README.md).
+bench-accelerator: $(STAMP)
+	$(PY) benchmarks/accelerator.py --out $(or $(OUT),accel.json)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -331,6 +331,9 @@ def _clean_tmp(out: str) -> None:
             pass
 
 
+SOURCES_PER_WORKER = 64  # a worker process is replaced after this many sources (decoder memory does not pile up)
+
+
 def _run_pending(tasks: list[dict], workers: int, progress) -> Iterator[dict]:
     """Yields parts as sources finish; a worker that crashes hard is retried alone, then reported."""
     if workers <= 0:
@@ -339,13 +342,19 @@ def _run_pending(tasks: list[dict], workers: int, progress) -> Iterator[dict]:
         return
     ctx = mp.get_context("spawn")  # no fork: the parent may hold JAX/threads
     retry: list[dict] = []
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=64) as ex:
-        futs = {ex.submit(convert_source, t): t for t in tasks}
-        for fut in cf.as_completed(futs):
-            try:
-                yield fut.result()
-            except cf.process.BrokenProcessPool:
-                retry.append(futs[fut])
+    per_child = SOURCES_PER_WORKER
+    # CPython's pool hangs once its only worker is recycled (max_tasks_per_child with max_workers=1: stuck
+    # at 64 of 128 sources), so one worker gets a fresh pool per batch of sources instead.
+    batches = [tasks] if workers > 1 else [tasks[i:i + per_child] for i in range(0, len(tasks), per_child)]
+    for batch in batches:
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                    max_tasks_per_child=per_child if workers > 1 else None) as ex:
+            futs = {ex.submit(convert_source, t): t for t in batch}
+            for fut in cf.as_completed(futs):
+                try:
+                    yield fut.result()
+                except cf.process.BrokenProcessPool:
+                    retry.append(futs[fut])
     for t in retry:  # find the culprit: one at a time in a fresh worker
         with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
             try:

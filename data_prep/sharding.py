@@ -241,13 +241,9 @@ def images_merge(out: str, markers: list[dict], force: bool = False) -> tuple[di
     st = images.ImageSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
     csv_path, root = first["csv"], first["root"]
     csv_sha = images._sha256(csv_path)
-    mpath = os.path.join(out, "manifest.json")
-    if not force and os.path.exists(mpath):
-        with open(mpath) as f:
-            old = json.load(f)
-        if old.get("csv_sha256") == csv_sha and old.get("settings", {}).get("digest") == st.digest() \
-                and all(os.path.exists(os.path.join(out, f"{s}.array_record")) for s in splits.SPLITS):
-            return old, False
+    old = None if force else images.up_to_date_manifest(out, csv_sha, st.digest())
+    if old is not None:
+        return old, False
     if any(m["csv_sha256"] != csv_sha for m in markers):
         raise MergeIncomplete(f"{csv_path} changed since the shards ran; rerun them, then merge")
     decoded: dict[str, Any] = {}
@@ -279,7 +275,7 @@ def images_merge(out: str, markers: list[dict], force: bool = False) -> tuple[di
     assign = splits.split_patients([r.patient_id for r in good_rows], [r.label for r in good_rows],
                                    len(st.classes), st.val_frac, st.test_frac, st.split_seed)
     with WorkdirLock(out, "prepare images"):
-        res = images._write_store(out, csv_path, csv_sha, st, good_rows, good_imgs, assign, bad, num_rows, mpath)
+        res = images._write_store(out, csv_path, csv_sha, st, good_rows, good_imgs, assign, bad, num_rows, os.path.join(out, "manifest.json"))
     for m in markers:  # the decoded copies are no longer needed; the small markers stay (idempotent reruns)
         try:
             os.remove(os.path.join(out, SHARDS, f"images-{m['shard']}-of-{m['num_shards']}.npz"))

@@ -89,10 +89,11 @@ def _check(method_name: str):
 
 
 def test_bf16_trains_and_tracks_float32():
-    _check("barlowtwins")  # the headline method runs in the fast suite; the other six are marked slow (~40 s each)
+    _check("barlowtwins")  # the headline method runs in `make test`; the other six (~40 s each) in test-extended
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.parametrize("method_name", [m for m in SSL_METHODS if m != "barlowtwins"])
 def test_bf16_trains_and_tracks_float32_all_methods(method_name):
     _check(method_name)

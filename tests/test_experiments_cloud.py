@@ -330,7 +330,7 @@ def test_emit_skypilot_tasks_validate_against_skypilot_schema(tmp_path):
         validate_sky(dict(next(iter(tasks.values())), nodes=2))
     pre = tasks["paper-grid-pretrain-simclr"]
     assert pre["num_nodes"] == 2 and pre["resources"] == {"accelerators": "A100:8", "infra": "gcp"}
-    assert pre["workdir"] == ROOT and "make .venv/.installed" in pre["setup"] and "jax[cuda12]==" in pre["setup"]
+    assert pre["workdir"] == ROOT and "make venv PLATFORM=cuda" in pre["setup"]
     assert pre["run"].startswith("cd ~/sky_workdir && test -e /gcs/fsj-bucket/paper/pretrain/simclr/encoder/")
     assert "--coordinator" not in pre["run"]
     assert pre["file_mounts"] == {"/gcs/fsj-bucket": {"source": "gs://fsj-bucket", "mode": "MOUNT"}}
@@ -348,7 +348,7 @@ def test_emit_skypilot_tasks_validate_against_skypilot_schema(tmp_path):
     o2 = skypilot.SkyOptions(accelerators="tpu-v5e-16", eval_accelerators="tpu-v5e-4")
     t = skypilot.task(next(j for j in js if j.kind == "pretrain"), 1, remote.Remote(str(tmp_path)), o2, "g")
     validate_sky(t)
-    assert t["num_nodes"] == 1 and t["envs"]["FETAL_SSL_JAX_DISTRIBUTED"] == "auto" and "jax[tpu]==" in t["setup"]
+    assert t["num_nodes"] == 1 and t["envs"]["FETAL_SSL_JAX_DISTRIBUTED"] == "auto" and "make venv PLATFORM=tpu" in t["setup"]
 
 
 # ---------------------------------------------------------------- TPU VM
@@ -390,7 +390,7 @@ def test_emit_tpu_vm_script_is_valid_gcloud_and_bash(tmp_path):
             else:
                 assert a.paths[-1].startswith("v5e-pod:")
             calls.append(a)
-    assert calls[0].verb == "scp" and calls[1].verb == "ssh" and "make .venv/.installed" in calls[1].command
+    assert calls[0].verb == "scp" and calls[1].verb == "ssh" and "make venv PLATFORM=tpu" in calls[1].command
     assert "gcsfuse --implicit-dirs fsj-bucket /gcs/fsj-bucket" in calls[2].command
     pre = [c for c in calls if c.verb == "ssh" and "launch.py pretrain" in (getattr(c, "command", None) or "")]
     assert len(pre) == 2 and all(c.worker == "all" and "export FETAL_SSL_JAX_DISTRIBUTED=auto" in c.command

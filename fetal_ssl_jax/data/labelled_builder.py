@@ -139,19 +139,28 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def up_to_date_manifest(out: str, csv_sha: str, digest: str) -> dict | None:
+    """The store's manifest if it was built from these CSV bytes with these settings (and is complete)."""
+    mpath = os.path.join(out, "manifest.json")
+    if not os.path.exists(mpath):
+        return None
+    with open(mpath) as f:
+        old = json.load(f)
+    if old.get("csv_sha256") == csv_sha and old.get("settings", {}).get("digest") == digest \
+            and all(os.path.exists(os.path.join(out, f"{s}.array_record")) for s in splits.SPLITS):
+        return old
+    return None
+
+
 def build(csv_path: str, root: str, out: str, st: ImageSettings, workers: int = 2,
           progress: bool = True, force: bool = False) -> tuple[dict, bool]:
     """Returns (manifest, rebuilt). An up-to-date store (same CSV bytes and settings) is left as is."""
     from tqdm import tqdm
 
     csv_sha = _sha256(csv_path)
-    mpath = os.path.join(out, "manifest.json")
-    if not force and os.path.exists(mpath):
-        with open(mpath) as f:
-            old = json.load(f)
-        if old.get("csv_sha256") == csv_sha and old.get("settings", {}).get("digest") == st.digest() \
-                and all(os.path.exists(os.path.join(out, f"{s}.array_record")) for s in splits.SPLITS):
-            return old, False
+    old = None if force else up_to_date_manifest(out, csv_sha, st.digest())
+    if old is not None:
+        return old, False
     rows, bad = read_csv(csv_path, root, st.classes)
     num_rows = len(rows) + len(bad)
     tasks = [(os.path.join(root, r.image_path), st.size, st.crop) for r in rows]
@@ -185,7 +194,7 @@ def build(csv_path: str, root: str, out: str, st: ImageSettings, workers: int = 
         raise ValueError(f"--out {out} is a file, not a directory")
     os.makedirs(out, exist_ok=True)
     with WorkdirLock(out, "prepare images"):  # one writer per store; a dead holder's lock is released
-        return _write_store(out, csv_path, csv_sha, st, good_rows, good_imgs, assign, bad, num_rows, mpath)
+        return _write_store(out, csv_path, csv_sha, st, good_rows, good_imgs, assign, bad, num_rows, os.path.join(out, "manifest.json"))
 
 
 def _write_store(out: str, csv_path: str, csv_sha: str, st: ImageSettings, good_rows: list, good_imgs: list,

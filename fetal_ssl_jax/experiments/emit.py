@@ -85,7 +85,7 @@ def write_slurm(jobs: Sequence[Job], sweep_dir: str, opts: SlurmOptions, name: s
         f.write("#!/bin/bash\n# Submits the sweep's stages in order; each waits for all earlier stages (afterok).\n"
                 "set -euo pipefail\ndeps=\"\"\n")
         for k in sorted({s[0] for s in scripts}):
-            f.write(f"stage_ids=\"\"\n")
+            f.write("stage_ids=\"\"\n")
             for kk, tag, script in scripts:
                 if kk != k:
                     continue

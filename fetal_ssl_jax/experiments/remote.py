@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
 import shlex
 
@@ -68,15 +67,6 @@ class Remote:
     @property
     def gs_workdir(self) -> bool:
         return self.workdir.startswith("gs://")
-
-
-def jax_pin() -> str:
-    """The jax version pinned in requirements.txt (the accelerator wheels must match it)."""
-    with open(os.path.join(ROOT, "requirements.txt")) as f:
-        for line in f:
-            if line.startswith("jax=="):
-                return line.split("==", 1)[1].strip()
-    raise RuntimeError("requirements.txt pins no jax version")
 
 
 def groups(jobs: list[Job]) -> list[tuple[Job, int]]:

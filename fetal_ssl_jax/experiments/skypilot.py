@@ -37,10 +37,11 @@ class SkyOptions:
     setup: str = ""                  # extra setup line after the install
 
 
-def _jax_extra(acc: str) -> str:
+def _platform(acc: str) -> str:
+    """The Makefile's PLATFORM for these accelerators (its requirements set: CUDA or TPU jax, no oneDNN)."""
     if not acc:
-        return ""
-    return "tpu" if acc.lower().startswith("tpu") else "cuda12"
+        return "cpu"
+    return "tpu" if acc.lower().startswith("tpu") else "cuda"
 
 
 def _key(job: Job, shards: int) -> str:
@@ -64,9 +65,7 @@ def task(job: Job, shards: int, rem: remote_lib.Remote, o: SkyOptions, name: str
         line, nodes = rem.line(job, shard_var="${SKYPILOT_NODE_RANK}"), shards
     else:
         line, nodes = rem.line(job), (1 if tpu else job.processes)
-    setup = ["make .venv/.installed"]
-    if acc:
-        setup.append(f".venv/bin/python -m pip install -q 'jax[{_jax_extra(acc)}]=={remote_lib.jax_pin()}'")
+    setup = [f"make venv PLATFORM={_platform(acc)}"]  # the README's install for this platform
     if o.setup:
         setup.append(o.setup)
     t: dict[str, Any] = {"name": remote_lib.k8s_name(name, _key(job, shards), 60),

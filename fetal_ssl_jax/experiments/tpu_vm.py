@@ -27,7 +27,7 @@ from fetal_ssl_jax.experiments import remote as remote_lib
 from fetal_ssl_jax.experiments.jobs import ROOT, Job
 
 REMOTE_ROOT = "~/fetal-ssl-jax"
-INSTALL = ("cd ~/fetal-ssl-jax && make .venv/.installed && .venv/bin/python -m pip install -q 'jax[tpu]=={jax}'")
+INSTALL = "cd ~/fetal-ssl-jax && make venv PLATFORM=tpu"  # requirements-tpu.txt: jax[tpu], no CPU-only wheels
 
 
 @dataclasses.dataclass
@@ -74,11 +74,11 @@ def write_tpu_vm(jobs: Sequence[Job], sweep_dir: str, opts: TpuVmOptions, name: 
         else:
             worker = "all"
         steps.append((job.id, worker, line, False))
-    install = INSTALL.format(jax=remote_lib.jax_pin())
+    install = INSTALL
     head = ["#!/bin/bash",
             f"# The sweep '{name}' on the TPU VM {opts.tpu} ({opts.zone}); rerun to continue after an interruption.",
             "set -euo pipefail",
-            "# 1. the repository on every worker, installed as the README says (+ jax[tpu])",
+            "# 1. the repository on every worker, installed as the README says (make venv PLATFORM=tpu)",
             f"tar czf /tmp/fetal-ssl-jax.tgz --exclude=.venv --exclude=.git --exclude=runs -C {shlex.quote(ROOT)} .",
             _gcloud(opts, "scp", "/tmp/fetal-ssl-jax.tgz", f"{opts.tpu}:~/fetal-ssl-jax.tgz", "--worker=all"),
             _gcloud(opts, "ssh", opts.tpu, "--worker=all", "--command",

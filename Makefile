@@ -55,11 +55,11 @@ test-fast: $(TEST_STAMP)
 # test-conv-paths: the CI-cheap version, only the tests marked conv_paths, under the first two.
 NOKERNEL_ENV = CXX=/nonexistent/c++ FETAL_SSL_JAX_KERNEL_DIR=$$(mktemp -d)
 test-xla: $(TEST_STAMP)
-	FETAL_SSL_JAX_CONV=xla $(PY) -m pytest -n 2 --durations=15 tests
+	FETAL_SSL_JAX_CONV=xla $(PY) -m pytest -n 2 --durations=15 -m "not extended" tests
 test-nokernel: $(TEST_STAMP)
-	$(NOKERNEL_ENV) $(PY) -m pytest -n 2 --durations=15 tests
+	$(NOKERNEL_ENV) $(PY) -m pytest -n 2 --durations=15 -m "not extended" tests
 test-avx2: $(TEST_STAMP)
-	ONEDNN_MAX_CPU_ISA=AVX2 XLA_FLAGS="$(XLA_FLAGS) --xla_cpu_max_isa=AVX2" $(PY) -m pytest -n 2 --durations=15 tests
+	ONEDNN_MAX_CPU_ISA=AVX2 XLA_FLAGS="$(XLA_FLAGS) --xla_cpu_max_isa=AVX2" $(PY) -m pytest -n 2 --durations=15 -m "not extended" tests
 test-conv-paths: $(TEST_STAMP)
 	FETAL_SSL_JAX_CONV=xla $(PY) -m pytest -n 2 -m conv_paths tests
 	$(NOKERNEL_ENV) $(PY) -m pytest -n 2 -m conv_paths -rs tests

@@ -41,3 +41,9 @@ def test_accelerator_sets_match_the_cpu_set(platform_file):
     for plugin in ("jax-cuda12-plugin", "jax-cuda12-pjrt"):
         if plugin in acc:
             assert acc[plugin].lstrip("=") == version, plugin
+
+
+def test_cpu_only_wheels_live_in_the_optional_cpu_extra():
+    """oneDNN is the CPU extra (model.ops 'cpu_fast'), not part of the set every platform shares."""
+    assert set(_pins("requirements-cpu-fast.txt")) == CPU_ONLY
+    assert not CPU_ONLY & set(_pins("requirements.txt"))

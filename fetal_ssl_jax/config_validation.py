@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import ml_collections
 
+from fetal_ssl_jax.configuration import MODEL_DTYPES
+
 OPTIMIZERS = ("lars", "adamw", "sgd")
+MODEL_OPS = ("auto", "xla", "cpu_fast")  # which kernels run: fetal_ssl_jax/models/ops.py
 
 
 def check_train(t: ml_collections.ConfigDict) -> None:
@@ -55,6 +58,13 @@ def check_data(d: ml_collections.ConfigDict, size_from_encoder: bool = False) ->
         raise ValueError(f"data.rotation is a maximum angle in degrees in [0, 180], got {d.rotation}")
     if int(d.get("temporal_window", 0)) < 0:
         raise ValueError(f"data.temporal_window must be >= 0, got {d.temporal_window}")
+
+
+def check_model(m: ml_collections.ConfigDict) -> None:
+    if m.get("dtype", "float32") not in MODEL_DTYPES:
+        raise ValueError(f"model.dtype must be one of {', '.join(MODEL_DTYPES)}; got {m.dtype!r}")
+    if str(m.get("ops", "auto")).lower() not in MODEL_OPS:
+        raise ValueError(f"model.ops must be one of {', '.join(MODEL_OPS)}; got {m.ops!r}")
 
 
 def check_probe(p: ml_collections.ConfigDict) -> None:

@@ -108,6 +108,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if int(c.seed) < 0:
         raise ValueError(f"seed must be >= 0, got {c.seed}")
     config_validation.check_data(c.data, size_from_encoder=True)
+    config_validation.check_model(c.model)
     if c.protocol == "probe":
         config_validation.check_probe(c.probe)
     elif c.protocol == "knn":

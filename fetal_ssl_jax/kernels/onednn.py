@@ -251,17 +251,17 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
            padding: tuple[tuple[int, int], tuple[int, int]], threads: int = 0,
-           dw_rows: int = DW_CHUNK_ROWS) -> jax.Array:
+           dw_rows: int | None = None) -> jax.Array:
     """Same as ``lax.conv_general_dilated(x, kernel, strides, padding, ('NHWC','HWIO','NHWC'))``
     for float32, computed by oneDNN; raises when the kernel is unavailable (see :func:`available`).
-    ``threads``/``dw_rows``: see :func:`settings_from_env` (models.ops carries them)."""
+    ``threads``/``dw_rows`` (None: DW_CHUNK_ROWS): see :func:`settings_from_env` (models.ops carries them)."""
     if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
         raise TypeError(f"oneDNN conv2d is float32 only, got {x.dtype} and {kernel.dtype}")
     if not available():
         raise RuntimeError(f"oneDNN convolution kernel unavailable: {_load()}")
     strides = tuple(int(s) for s in strides)
     padding = tuple((int(a), int(b)) for a, b in padding)
-    tuning = (int(threads), int(dw_rows))
+    tuning = (int(threads), DW_CHUNK_ROWS if dw_rows is None else int(dw_rows))
     if kernel.shape[:2] == (1, 1) and padding == ((0, 0), (0, 0)) and strides != (1, 1):
         # A strided 1x1 convolution is a 1x1 convolution of the subsampled input. Doing the subsampling
         # here keeps oneDNN off its "reduce to unit stride" path, whose AVX2 weight gradient is wrong

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from fetal_ssl_jax import losses, monitors
-from fetal_ssl_jax.methods.base import LossOut, LossOutput, Method
+from fetal_ssl_jax.methods.base import LossOutput, Method
 from fetal_ssl_jax.models.decoder import Decoder
 
 
@@ -54,7 +54,7 @@ class AutoEncoder(Method):
         """The encoder's input and the corrupted-pixel mask (None: nothing corrupted, as here)."""
         return x, None
 
-    def loss(self, params, batch_stats, extra, inputs, rng, step) -> LossOut:
+    def loss(self, params, batch_stats, extra, inputs, rng, step) -> LossOutput:
         x = inputs["view1"]
         x_in, erased = self.corrupt(x, rng)
         out, batch_stats = self.apply(params, batch_stats, x_in)

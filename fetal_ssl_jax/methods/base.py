@@ -31,8 +31,6 @@ class LossOutput(NamedTuple):
     rank_input: jax.Array | None = None  # embeddings for the step's RankMe monitor (None: no RankMe)
 
 
-LossOut = LossOutput  # kept for annotations in method modules
-
 
 class EncoderWithHead(nn.Module):
     """Backbone followed by an MLP head: returns pooled features ``h`` and embedding ``z``."""
@@ -65,7 +63,7 @@ class Method:
         raise NotImplementedError
 
     def loss(self, params: Pytree, batch_stats: Pytree, extra: Pytree, inputs: Mapping[str, jax.Array],
-             rng: jax.Array, step: jax.Array) -> LossOut:
+             rng: jax.Array, step: jax.Array) -> LossOutput:
         raise NotImplementedError
 
     # --- defaults -----------------------------------------------------------------
@@ -121,7 +119,7 @@ class JointEmbedding(Method):
     def objective(self, z1: jax.Array, z2: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         raise NotImplementedError
 
-    def loss(self, params, batch_stats, extra, inputs, rng, step) -> LossOut:
+    def loss(self, params, batch_stats, extra, inputs, rng, step) -> LossOutput:
         # Both views as one interleaved batch where models.ops says it is faster (accelerators, oneDNN
         # on CPU: BarlowTwins R18 at 64 px, 2 cores, 77 -> 86 img/s); XLA:CPU's own convolutions run a
         # batch of 2B slower than two of B (65 -> 59 img/s). Same numbers either way (models.norm).

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from fetal_ssl_jax import losses, monitors
-from fetal_ssl_jax.methods.base import EncoderWithHead, JointEmbedding, LossOut, LossOutput, Pytree
+from fetal_ssl_jax.methods.base import EncoderWithHead, JointEmbedding, LossOutput, Pytree
 
 ENCODER_KEYS = ("backbone", "head")  # the parts the EMA target mirrors
 
@@ -80,7 +80,7 @@ class BYOL(JointEmbedding):
         out, upd = self.target_model.apply(variables, x, train=True, mutable=["batch_stats"])
         return jax.tree.map(jax.lax.stop_gradient, out), upd["batch_stats"]
 
-    def loss(self, params, batch_stats, extra, inputs, rng, step) -> LossOut:
+    def loss(self, params, batch_stats, extra, inputs, rng, step) -> LossOutput:
         o1, batch_stats = self.apply(params, batch_stats, inputs["view1"])
         o2, batch_stats = self.apply(params, batch_stats, inputs["view2"])
         t1, tbs = self.target_apply(extra, inputs["view1"])

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from fetal_ssl_jax import losses, monitors
-from fetal_ssl_jax.methods.base import EncoderWithHead, JointEmbedding, LossOut, LossOutput, Pytree
+from fetal_ssl_jax.methods.base import EncoderWithHead, JointEmbedding, LossOutput, Pytree
 from fetal_ssl_jax.methods.byol import cosine_ema_rate, ema, real_copy
 
 
@@ -96,7 +96,7 @@ class MoCo(JointEmbedding):
             k = k[jnp.argsort(perm)]
         return jax.lax.stop_gradient(losses.l2_normalize(k)), stats
 
-    def loss(self, params, batch_stats, extra, inputs, rng, step) -> LossOut:
+    def loss(self, params, batch_stats, extra, inputs, rng, step) -> LossOutput:
         x1, x2 = inputs["view1"], inputs["view2"]
         groups = self.groups(x1.shape[0])
         t = float(self.mcfg.temperature)

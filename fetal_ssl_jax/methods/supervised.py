@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fetal_ssl_jax.methods.base import LossOut, LossOutput, Method
+from fetal_ssl_jax.methods.base import LossOutput, Method
 from fetal_ssl_jax.models import build_backbone
 
 
@@ -46,7 +46,7 @@ class Supervised(Method):
             raise ValueError(f"supervised.class_weights has {len(w)} entries for {k} classes")
         return {"class_weights": jnp.asarray(w if w else (1.0,) * k, jnp.float32)}
 
-    def loss(self, params, batch_stats, extra, inputs, rng, step) -> LossOut:
+    def loss(self, params, batch_stats, extra, inputs, rng, step) -> LossOutput:
         logits, batch_stats = self.apply(params, batch_stats, inputs["image"])
         labels = inputs["label"].astype(jnp.int32)
         loss = weighted_cross_entropy(logits, labels, extra["class_weights"],

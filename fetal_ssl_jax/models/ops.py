@@ -25,7 +25,7 @@ from typing import Any
 
 import jax
 
-CHOICES = ("auto", "xla", "cpu_fast")
+from fetal_ssl_jax.config_validation import MODEL_OPS as CHOICES
 
 # Output H*W at or below which cpu_fast uses im2col + matmul. Measured on a 2-core CPU, batch 64,
 # forward+backward of one 3x3 conv (lax vs im2col, ms): 1x1 out 512->512: 46 vs 6; 2x2: 1097 vs 20;
@@ -43,7 +43,7 @@ class Ops:
     handwritten_grads: bool = False   # closed-form BatchNorm backward, two-pass max-pool backward
     views_as_one_batch: bool = True   # SSL views through the network as one interleaved batch
     onednn_threads: int = 0           # OpenMP threads per oneDNN call (0: all cores)
-    onednn_dw_rows: int = 0           # oneDNN weight-gradient chunk rows (kernels.onednn.settings_from_env)
+    onednn_dw_rows: int | None = None  # oneDNN weight-gradient chunk rows (None: the kernel's default)
 
     @property
     def maxpool(self) -> str:
@@ -61,7 +61,7 @@ def resolve(choice: Any = "auto", backend: str | None = None) -> Ops:
         choice = choice.get("ops", "auto")
     choice = str(choice or "auto").lower()
     if choice not in CHOICES:
-        raise ValueError(f"model.ops must be one of {CHOICES}, got {choice!r}")
+        raise ValueError(f"model.ops must be one of {', '.join(CHOICES)}; got {choice!r}")
     backend = backend or jax.default_backend()
     if choice == "auto":
         choice = "cpu_fast" if backend == "cpu" else "xla"

@@ -88,7 +88,6 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
     log_every, ckpt_every = int(cfg.train.log_every), int(cfg.train.ckpt_every)
     keep, progress = int(cfg.train.get("keep_checkpoints", 2)), bool(cfg.train.get("progress", True))
     rankme_every = int(cfg.train.get("rankme_every", 0))
-    initial_params = init_fn
     mesh = mesh_lib.make_mesh()
     mesh_lib.check_batch(global_batch)
     with contextlib.ExitStack() as stack:
@@ -110,8 +109,8 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
             start = int(latest)
         else:
             state = step_lib.init_state(method, tx, jax.random.fold_in(root, 0), sample_shape, mesh)
-            if initial_params is not None:
-                state = initial_params(state)
+            if init_fn is not None:
+                state = init_fn(state)
             start = 0
         cfg_json = json.loads(cfg.to_json_best_effort())
 

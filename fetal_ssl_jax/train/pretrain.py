@@ -25,9 +25,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     config_validation.check_train(cfg.train)
     config_validation.check_optim(cfg.optim)
     config_validation.check_data(cfg.data)
-    if cfg.model.get("dtype", "float32") not in configuration.MODEL_DTYPES:
-        raise ValueError(f"model.dtype must be one of {', '.join(configuration.MODEL_DTYPES)}; "
-                         f"got {cfg.model.dtype!r}")
+    config_validation.check_model(cfg.model)
 
 
 def open_store(cfg: ml_collections.ConfigDict, workdir: str) -> FrameStore:

@@ -352,21 +352,30 @@ def run_merge(args: argparse.Namespace) -> int:
     return 1 if args.strict and m["skipped"] else 0
 
 
+def _run_reported(what: str, usage_errors: tuple[type, ...], fn):
+    """``fn()``, or (None, exit code) with one line on stderr: bad input/usage -> USAGE, other OSError -> WRITE_FAILED."""
+    try:
+        return fn(), 0
+    except usage_errors as e:
+        code, msg = errors.USAGE, str(e)
+    except OSError as e:
+        code, msg = errors.WRITE_FAILED, str(e)
+    print(f"prepare {what}: {msg}", file=sys.stderr)
+    return None, code
+
+
 def run_frames_shard(args: argparse.Namespace, settings) -> int:
     from data_prep import frames
     i, n = args.shard
     if args.overwrite:
         print("prepare frames: --overwrite cannot be combined with --shard (delete the store first)", file=sys.stderr)
         return errors.USAGE
-    try:
-        m = frames_shard(args.src, args.out, settings, i, n, workers=args.workers, threads=args.threads,
-                         salt=args.salt, progress=not args.quiet)
-    except (frames.StoreBusy, frames.SettingsMismatch, FileNotFoundError, NotADirectoryError) as e:
-        print(f"prepare frames: {e}", file=sys.stderr)
-        return errors.USAGE
-    except OSError as e:
-        print(f"prepare frames: {e}", file=sys.stderr)
-        return errors.WRITE_FAILED
+    m, code = _run_reported(
+        "frames", (frames.StoreBusy, frames.SettingsMismatch, FileNotFoundError, NotADirectoryError),
+        lambda: frames_shard(args.src, args.out, settings, i, n, workers=args.workers, threads=args.threads,
+                             salt=args.salt, progress=not args.quiet))
+    if code:
+        return code
     print(f"frame store {args.out}, shard {i}/{n}: {len(m['sources'])} sources ({m['converted']} converted now, "
           f"{m['reused']} already done); run `prepare merge --out {args.out}` after the last shard")
     return 0
@@ -375,14 +384,11 @@ def run_frames_shard(args: argparse.Namespace, settings) -> int:
 def run_images_shard(args: argparse.Namespace, settings, root: str) -> int:
     from fetal_ssl_jax.errors import WorkdirBusy
     i, n = args.shard
-    try:
-        m = images_shard(args.csv, root, args.out, settings, i, n, workers=args.workers, progress=not args.quiet)
-    except (ValueError, WorkdirBusy) as e:
-        print(f"prepare images: {e}", file=sys.stderr)
-        return errors.USAGE
-    except OSError as e:
-        print(f"prepare images: {e}", file=sys.stderr)
-        return errors.WRITE_FAILED
+    m, code = _run_reported("images", (ValueError, WorkdirBusy),
+                            lambda: images_shard(args.csv, root, args.out, settings, i, n, workers=args.workers,
+                                                 progress=not args.quiet))
+    if code:
+        return code
     print(f"labelled store {args.out}, shard {i}/{n}: {len(m['decoded'])} images decoded, {len(m['failed'])} "
           f"unreadable; run `prepare merge --out {args.out}` after the last shard")
     return 0

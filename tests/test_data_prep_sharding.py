@@ -112,3 +112,10 @@ def test_sharded_images_store_is_byte_identical_for_n_1_3_7(tmp_path):
         assert not glob.glob(os.path.join(store, sharding.SHARDS, "*.npz"))  # intermediate arrays removed
         assert cli.main(["merge", "--out", store]) == 0  # up to date: a no-op
         assert _store_files(store) == ref
+
+
+def test_a_shard_with_bad_input_says_why_and_exits_2(tmp_path, capsys):
+    missing = str(tmp_path / "no_such_export")
+    assert cli.main(["frames", "--src", missing, "--out", str(tmp_path / "s"), "--shard", "0/2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prepare frames: ") and "no_such_export" in err and "Traceback" not in err

@@ -36,17 +36,22 @@ def test_paper_grid_has_the_papers_jobs(tmp_path):
         assert all(ids.index(d) < ids.index(j.id) for d in j.deps)
 
 
-def test_variance_vs_size_pretrains_both_designs_on_equal_frames(tmp_path):
+def test_variance_vs_size_pretrains_on_equal_frames_from_more_and_more_patients(tmp_path):
     _, js = _jobs(tmp_path, "configs/variance_vs_size.py")
     synth = {j.id: j.args for j in js if j.kind == "synth"}
-    assert set(synth) == {"data/synth-variance", "data/synth-size"}  # the labelled store reuses 'variance'
-    assert all(a[a.index("--preset") + 1] == "demo" for a in synth.values())
-    assert {j.id for j in js if j.kind == "pretrain"} == {"pretrain/variance/barlowtwins", "pretrain/size/barlowtwins"}
+    names = ["p01", "p02", "p04", "p08", "p16", "p32"]
+    assert set(synth) == {f"data/synth-{n}" for n in names}  # the labelled store reuses p32's export
+    assert all(a[a.index("--preset") + 1] == "demo" and a[a.index("--videos") + 1] == "32" for a in synth.values())
+    assert {int(a[a.index("--video-patients") + 1]) for a in synth.values()} == {1, 2, 4, 8, 16, 32}
+    assert {j.id for j in js if j.kind == "pretrain"} == {f"pretrain/{n}/barlowtwins" for n in names}
     from fetal_ssl_jax.phantom import resolve
-    v, s = resolve("demo", design="variance"), resolve("demo", design="size")
-    assert v.num_videos() == s.num_videos() and v.video_patients() > 4 * s.video_patients()
-    labels = {j.info["init"] for j in js if j.kind == "eval"}
-    assert labels == {"barlowtwins@variance", "barlowtwins@size", "random"}
+    cfgs = [resolve("demo", videos=32, patients=k) for k in (1, 32)]
+    assert [c.num_videos() for c in cfgs] == [32, 32] and [c.video_patients() for c in cfgs] == [1, 32]
+    labelled = next(j for j in js if j.id == "data/labelled")
+    assert labelled.deps == ["data/synth-p32"]
+    ev = [j for j in js if j.kind == "eval"]
+    assert {j.info["init"] for j in ev} == {f"barlowtwins@{n}" for n in names} | {"random"}
+    assert len(ev) == 7 * 2 * 3 and {j.info["protocol"] for j in ev} == {"probe"}
 
 
 class FakeProc:
@@ -176,7 +181,7 @@ def test_emit_slurm_arrays_chained_by_stage(tmp_path):
 def test_sweep_cli_lists_and_emits(tmp_path):
     from engine_helpers import run_launch
     p = run_launch(["sweep", "--grid", "configs/variance_vs_size.py:tiny", "--workdir", str(tmp_path), "--list"])
-    assert "pending pretrain/size/barlowtwins" in p.stdout
+    assert "pending pretrain/p08/barlowtwins" in p.stdout
     p = run_launch(["sweep", "--grid", "configs/paper_grid.py:tiny", "--workdir", str(tmp_path / "p"), "--emit",
                     "commands", "--config.seeds=(5,)", "--only", "eval/probe/random/*"])
     lines = open(tmp_path / "p" / "commands.txt").read().splitlines()

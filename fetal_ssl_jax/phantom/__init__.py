@@ -27,7 +27,8 @@ def generate(out_dir: str, preset: str = "tiny", seed: int = 0, progress: bool =
              **overrides: Any) -> dict:
     """Write a simulated hospital export (videos/, images/, labels.csv) and return its summary.
 
-    overrides: any PhantomConfig field (image_size, patients, frames, images, format, design, ...).
+    overrides: any PhantomConfig field (image_size, patients, videos, frames, images, format, design,
+    video_variability, ...).
     workers: render threads (default min(2, cores)); the bytes written do not depend on it.
     """
     from fetal_ssl_jax.phantom import export

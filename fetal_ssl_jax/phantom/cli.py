@@ -13,8 +13,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="synth_out", help="export folder (videos/, images/, labels.csv)")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--patients", type=int, help="patients with sweep videos")
+    parser.add_argument("--patients", "--video-patients", dest="patients", type=int,
+                        help="patients with sweep videos (with --videos: the number of distinct patients the "
+                             "videos come from)")
     parser.add_argument("--videos-per-patient", type=int)
+    parser.add_argument("--videos", type=int,
+                        help="sweep videos in total, spread as evenly as possible over --video-patients "
+                             "(default: patients x videos-per-patient)")
+    parser.add_argument("--video-variability", type=float,
+                        help="0-1: how much of a video's pose, sweep start/end/direction and exam settings is "
+                             "its own (1, default) rather than its patient's (0: shared by all her videos)")
     parser.add_argument("--frames", type=int, help="frames per video")
     parser.add_argument("--fps", type=float)
     parser.add_argument("--image-size", type=int)
@@ -41,7 +49,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
               image_size=args.image_size, format=args.format, images=args.images,
               labelled_patients=args.labelled_patients, overlap=args.overlap, design=args.design,
               size_factor=args.size_factor, variation=args.variation, rotation_deg=args.rotation_deg,
-              styles=args.styles)
+              styles=args.styles, videos=args.videos, video_variability=args.video_variability)
     cfg = resolve(args.preset, **kw)
     if args.preview:
         from fetal_ssl_jax.phantom.preview import write_preview

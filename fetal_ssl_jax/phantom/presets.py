@@ -16,10 +16,21 @@ class PhantomConfig:
     frames: int = 16
     fps: float = 25.0
     format: str = "mp4"                # mp4 | dicom | avi
-    # variance-vs-size: 'standard' uses patients x videos_per_patient; 'variance' gives every
-    # video its own patient, 'size' packs the same number of videos into few patients.
+    # total sweep videos; 0 = patients x videos_per_patient. With videos > 0 ('standard' design) the
+    # videos are spread over `patients` (alias --video-patients) as evenly as possible: the number of
+    # distinct patients at a fixed number of videos (and frames).
+    videos: int = 0
+    # variance-vs-size: 'standard' uses patients x videos_per_patient (or `videos` over `patients`);
+    # 'variance' gives every video its own patient, 'size' packs the same number of videos into few patients.
     design: str = "standard"
     size_factor: int = 8               # videos per patient in the 'size' design
+    # how much of a video's exam set-up (fetal pose: place, zoom, in-plane rotation, mirror; the sweep's
+    # start, end and direction; gain/TGC/focus/PSF, maternal wall, depth and screen text) is its own (1)
+    # rather than its patient's (0): the share, in normal scores, of that set-up's variance that lies
+    # between videos of one patient. 1 = every video draws its own (the historical default, same bytes);
+    # 0 = fixed per patient, so only the sweep's timing and jitter, fetal movements, cardiac phase and
+    # speckle differ between a patient's videos. Every video's marginal distribution is the same at any value.
+    video_variability: float = 1.0
     # labelled stills
     labelled_patients: int = 6
     images: int = 60
@@ -32,22 +43,37 @@ class PhantomConfig:
     style_jitter: float = 1.0          # per-exam scanner setting variation
     styles: int = 6                    # machine styles in the fleet
 
+    def total_videos(self) -> int:
+        """Videos asked for: `videos`, or patients x videos_per_patient."""
+        return self.videos if self.videos > 0 else self.patients * self.videos_per_patient
+
     def num_videos(self) -> int:
-        return self.video_patients() * self.videos_per_video_patient()
+        return sum(self.video_counts())
 
     def video_patients(self) -> int:
         if self.design == "variance":
-            return self.patients * self.videos_per_patient
+            return self.total_videos()
         if self.design == "size":
-            return max(1, (self.patients * self.videos_per_patient) // self.size_factor)
+            return max(1, self.total_videos() // self.size_factor)
+        if self.videos > 0:
+            return max(1, min(self.patients, self.videos))
         return self.patients
 
     def videos_per_video_patient(self) -> int:
+        """Videos of the video patient with the most (all have this many unless `videos` does not divide)."""
+        return max(self.video_counts(), default=0)
+
+    def video_counts(self) -> list[int]:
+        """Number of videos of each video patient, in patient order."""
+        n = self.total_videos()
         if self.design == "variance":
-            return 1
+            return [1] * n
         if self.design == "size":
-            return self.size_factor if self.patients * self.videos_per_patient >= self.size_factor else self.patients * self.videos_per_patient
-        return self.videos_per_patient
+            return [self.size_factor if n >= self.size_factor else n] * self.video_patients()
+        if self.videos > 0:
+            k = self.video_patients()
+            return [self.videos // k + (p < self.videos % k) for p in range(k)]
+        return [self.videos_per_patient] * self.patients
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -78,6 +104,10 @@ def resolve(preset: str = "tiny", **overrides: Any) -> PhantomConfig:
         raise ValueError(f"format must be mp4, dicom or avi, not {cfg.format!r}")
     if cfg.design not in ("standard", "variance", "size"):
         raise ValueError(f"design must be standard, variance or size, not {cfg.design!r}")
+    if not 0.0 <= cfg.video_variability <= 1.0:
+        raise ValueError(f"video_variability must be in [0, 1], not {cfg.video_variability!r}")
+    if cfg.videos < 0 or cfg.patients < 0 or (cfg.videos > 0 and cfg.patients < 1):
+        raise ValueError("videos must be >= 0, and with videos > 0 patients (video patients) >= 1")
     if cfg.image_size % 2 or cfg.image_size < 32:
         raise ValueError("image_size must be even and >= 32")
     return cfg

@@ -3,13 +3,15 @@
 A *style* stands for one machine type in a hospital's fleet: probe geometry (phased or
 convex, sector angle), speckle size, dynamic range, grey map, persistence and its own
 screen layout (text, depth ruler, logo). Each video jitters the style's settings a little,
-as sonographers adjust gain and TGC per exam.
+as sonographers adjust gain and TGC per exam (a patient's videos share those settings to the
+degree PhantomConfig.video_variability says).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -275,18 +277,24 @@ class Renderer:
     """Renders frames of one video (or one batch of stills) with persistent speckle and persistence."""
 
     def __init__(self, fetus: A.Fetus, style: Style, size: tuple[int, int], rng: np.random.Generator,
-                 fps: float = 25.0, jitter: float = 1.0, temporal: bool = True):
+                 fps: float = 25.0, jitter: float = 1.0, temporal: bool = True,
+                 exam: Callable[[str], Any] | None = None):
+        """exam: part ('acoustics', 'background', 'screen') -> the stream that part of the exam set-up is
+        drawn from (synthesis.exam_draws: shared, to a degree, with the patient's other videos); default
+        rng for all. Speckle always comes from rng."""
+        part = exam if exam is not None else (lambda name: rng)
         self.fetus, self.style = fetus, style
         self.geo = geometry(style, size[0], size[1])
         self.rng = rng
-        self.ac = video_acoustics(style, rng, self.geo.depth_samples, self.geo.beams, jitter)
+        self.ac = video_acoustics(style, part("acoustics"), self.geo.depth_samples, self.geo.beams, jitter)
         self.temporal = temporal
         self.pool = AC.NoisePool(rng, (self.geo.depth_samples, self.geo.beams))
         self.speckle = AC.SpeckleField(rng, (self.geo.depth_samples, self.geo.beams), self.pool)
         self.prev: np.ndarray | None = None
-        self.background = self._background(rng)
-        depth_cm = float(rng.uniform(7.0, 12.0))
-        self.ui_alpha, self.ui_value = ui_overlay(style, self.geo, rng, self.ac, depth_cm, fps)
+        self.background = self._background(part("background"))
+        screen = part("screen")
+        depth_cm = float(screen.uniform(7.0, 12.0))
+        self.ui_alpha, self.ui_value = ui_overlay(style, self.geo, screen, self.ac, depth_cm, fps)
         # compositing: out = 255 * (img * (1 - alpha) + value * alpha), rounded; img = 0 outside the fan
         a, v = self.ui_alpha.ravel(), self.ui_value.ravel()
         self._ui_u8 = np.clip(255.0 * v * a + 0.5, 0, 255).astype(np.uint8).reshape(self.geo.height, self.geo.width)

@@ -5,6 +5,8 @@ the planes she wants, goes back and forth over them, and the fetus occasionally 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from fetal_ssl_jax.phantom import anatomy as A
@@ -20,11 +22,16 @@ def _smooth_noise(rng: np.random.Generator, n: int, scale: float, corr: int) -> 
     return scale * y
 
 
-def sweep_positions(rng: np.random.Generator, n: int) -> np.ndarray:
-    """s(t) [n]: waypoints with reversals and pauses on planes, eased in between."""
+def sweep_positions(rng: np.random.Generator, n: int, path: Any = None) -> np.ndarray:
+    """s(t) [n]: waypoints with reversals and pauses on planes, eased in between.
+
+    path: the stream of the sweep's start, end and direction (default rng; synthesis.SharedDraws to
+    share them with the patient's other videos); overshoots, pauses, speeds and jitter come from rng.
+    """
+    path = rng if path is None else path
     planes = [A.KEYFRAMES[c] for c in A.CLASSES]
-    start, end = rng.uniform(0.0, 0.2), rng.uniform(0.82, 1.0)
-    if rng.random() < 0.25:
+    start, end = path.uniform(0.0, 0.2), path.uniform(0.82, 1.0)
+    if path.random() < 0.25:
         start, end = end, start  # some sonographers sweep cranial -> caudal
     pts = [start]
     durs: list[float] = []
@@ -62,8 +69,11 @@ def cardiac_phase(rng: np.random.Generator, n: int, fps: float, bpm: float) -> n
     return np.mod(rng.uniform() + np.cumsum(rate), 1.0)
 
 
-def base_pose(rng: np.random.Generator, rotation_deg: float = 180.0) -> dict[str, float]:
-    """Where the fetus lies in the fan for one video/exam: size (gestational age and zoom), place, angle."""
+def base_pose(rng: Any, rotation_deg: float = 180.0) -> dict[str, float]:
+    """Where the fetus lies in the fan for one video/exam: size (gestational age and zoom), place, angle.
+
+    rng: a numpy Generator, or synthesis.SharedDraws (a pose shared, to a degree, by a patient's videos).
+    """
     radius = rng.uniform(0.36, 0.48)  # zoomed on the thorax, as guidelines ask for the heart views
     top = max(0.42, radius + 0.1)
     return dict(

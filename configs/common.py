@@ -48,10 +48,15 @@ def pretrain_base() -> ml_collections.ConfigDict:
 
     c.optim = ml_collections.ConfigDict(dict(
         name="lars", base_lr=0.2, lr_batch_scale=256, warmup_steps=100, weight_decay=1.5e-6,
-        momentum=0.9, trust_coefficient=0.001, b1=0.9, b2=0.999, end_lr_factor=0.0, grad_clip=0.0))
+        momentum=0.9, trust_coefficient=0.001, b1=0.9, b2=0.999, end_lr_factor=0.0, grad_clip=0.0,
+        lr_scaling="linear",    # peak LR = base_lr x batch / lr_batch_scale; 'sqrt': base_lr x sqrt(batch)
+        bias_lr_factor=1.0,     # LR of biases and BN parameters relative to the weights'
+        warmup_epochs=0.0))     # > 0: warmup_steps from epochs of the frame store (paper-scale recipes)
 
     c.train = ml_collections.ConfigDict(dict(
-        steps=1000, batch_size=256, log_every=10, ckpt_every=200, keep_checkpoints=2,
+        steps=1000, batch_size=256,
+        epochs=0.0,  # steps = 0 and epochs > 0: ceil(epochs x store frames / batch) steps (train/pretrain.py)
+        log_every=10, ckpt_every=200, keep_checkpoints=2,
         rankme_every=50, progress=True, async_checkpoint=True,
         debug_nan_step=-1,  # >=0: inject a NaN into the loss at this step (tests of the non-finite guard)
     ))
@@ -59,6 +64,13 @@ def pretrain_base() -> ml_collections.ConfigDict:
     # Distributed launch (normally from SLURM / TPU env; flags override).
     c.dist = ml_collections.ConfigDict(dict(coordinator="", num_processes=0, process_id=-1))
     return c
+
+
+def paper_schedule(c: ml_collections.ConfigDict, epochs: float, warmup_epochs: float) -> None:
+    """The paper-scale ('') variant's length in epochs of the frame store, as the method's reference states
+    it (ImageNet recipes: hundreds of epochs, ~1 % warmup); lower ``--config.train.epochs`` for a big store."""
+    c.train.update(steps=0, epochs=float(epochs))
+    c.optim.warmup_epochs = float(warmup_epochs)
 
 
 def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:

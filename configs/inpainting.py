@@ -13,6 +13,8 @@ def get_config(variant: str = ""):
                         aspect=(0.3, 3.3), fill="zero", loss_region="all")
     c.aug.update(blur_prob=(0.0, 0.0), noise_prob=(0.0, 0.0), solarize_prob=(0.0, 0.0))
     c.optim.update(name="adamw", base_lr=1e-3, weight_decay=1e-4)
+    if variant in ("", "full"):  # no reference recipe (the paper gives none): 100 epochs, 1 warmup
+        common.paper_schedule(c, epochs=100, warmup_epochs=1)
     c = common.apply_variant(c, variant)
     if variant == "cpu":
         c.inpainting.update(decoder_width=16, decoder_max_width=256)

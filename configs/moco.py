@@ -3,6 +3,8 @@
 ``shuffle_bn_group``: BN statistics per group of that many samples with the key batch
 shuffled between groups (the countermeasure against BN cheating; 0 = global BN).
 ``momentum_schedule``: 'constant' (m = momentum) or 'cosine' (momentum -> 1 per step).
+Recipe of the reference (facebookresearch/moco, v2): SGD 0.03 per 256, weight decay 1e-4, cosine,
+no warmup, 800 epochs (200 in its ablations).
 """
 from configs import common
 
@@ -13,6 +15,9 @@ def get_config(variant: str = ""):
     c.moco = dict(proj_dims=(2048, 128), temperature=0.2, queue_size=65536, momentum=0.999,
                   momentum_schedule="constant", shuffle_bn_group=32, symmetric=False)
     c.optim.update(name="sgd", base_lr=0.03, weight_decay=1e-4, momentum=0.9)
+    if variant in ("", "full"):
+        common.paper_schedule(c, epochs=800, warmup_epochs=0)
+        c.optim.warmup_steps = 0
     c = common.apply_variant(c, variant)
     if variant == "cpu":
         c.moco.update(proj_dims=(512, 128), queue_size=4096, momentum=0.99, shuffle_bn_group=16)

@@ -41,6 +41,12 @@ def check_optim(o: ml_collections.ConfigDict) -> None:
     for key in ("weight_decay", "warmup_steps", "grad_clip", "lr_batch_scale"):
         if float(o.get(key, 0)) < 0 or (key == "lr_batch_scale" and key in o and float(o[key]) == 0):
             raise ValueError(f"optim.{key} must be {'> 0' if key == 'lr_batch_scale' else '>= 0'}, got {o[key]}")
+    if o.get("lr_scaling", "linear") not in ("linear", "sqrt"):
+        raise ValueError(f"optim.lr_scaling must be 'linear' or 'sqrt', got {o.lr_scaling!r}")
+    if not float(o.get("bias_lr_factor", 1.0)) > 0:
+        raise ValueError(f"optim.bias_lr_factor must be > 0, got {o.bias_lr_factor}")
+    if float(o.get("warmup_epochs", 0.0)) < 0:
+        raise ValueError(f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
     if not 0 <= float(o.get("warmup_frac", 0.0)) < 1:
         raise ValueError(f"optim.warmup_frac must be in [0, 1), got {o.warmup_frac}")
 

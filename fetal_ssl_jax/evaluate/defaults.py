@@ -38,6 +38,7 @@ def eval_base(protocol: str) -> ml_collections.ConfigDict:
         synthetic_patients=0,  # > 0 overrides the preset's number of labelled patients
         image_size=0,          # 0 = the encoder's pretraining size (256 for random / ImageNet init)
         eval_batch_size=256,
+        feature_cache="",      # probe/kNN: a folder of frozen features shared between runs ('' = in the workdir)
         workers=0, prefetch=2,
     ))
     c.train = ml_collections.ConfigDict(dict(progress=True))

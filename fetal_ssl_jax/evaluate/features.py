@@ -84,7 +84,7 @@ def cached(path: str, identity: dict[str, Any], compute: Callable[[], dict[str, 
     arrays = compute()
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp.npz"
+        tmp = f"{path}.{os.getpid()}.tmp.npz"  # concurrent jobs of a sweep may write the same shared file
         np.savez(tmp, _key=np.asarray(key), **arrays)
         os.replace(tmp, path)
     return arrays
@@ -94,7 +94,10 @@ def encoder_features(cfg, workdir: str, store, init, subset, progress: bool = Fa
                      ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
     """Frozen-encoder features of the train subset, val and test: ({split: (X, y)}, variables used).
 
-    Cached in ``<workdir>/features/<split>.npz``; a random encoder is drawn from ``cfg.seed``.
+    Cached in ``<workdir>/features/<split>.npz``; a random encoder is drawn from ``cfg.seed``. With
+    ``data.feature_cache`` (a folder shared by the jobs of a sweep), files are named by what they depend on
+    and the whole train split is extracted once, each subset taking its rows: the probes and kNN runs of one
+    encoder over every fraction and seed then make one forward pass over the store between them.
     """
     from fetal_ssl_jax.models import build_backbone
 
@@ -110,9 +113,10 @@ def encoder_features(cfg, workdir: str, store, init, subset, progress: bool = Fa
     base = dict(init=init.identity(), model=init.model_cfg.to_dict(), size=size, mean=init.mean, std=init.std,
                 store=os.path.abspath(store.path), manifest=store.manifest.get("csv_sha256", ""),
                 seed=int(cfg.seed) if init.variables is None else None)
+    shared = str(cfg.data.get("feature_cache", "") or "")
     out = {}
     for split in ("train", "val", "test"):
-        idx = subset.indices if split == "train" else None
+        idx = subset.indices if split == "train" and not shared else None
 
         def compute(split=split, idx=idx):
             if idx is None:
@@ -123,8 +127,13 @@ def encoder_features(cfg, workdir: str, store, init, subset, progress: bool = Fa
             return {"features": forward(variables, x, progress, f"features {split}"), "labels": y}
 
         ident = dict(base, split=split, indices=cache_key({"i": None if idx is None else idx.tolist()}))
-        arrays = cached(os.path.join(workdir, "features", f"{split}.npz"), ident, compute)
-        out[split] = (arrays["features"].astype(np.float32), arrays["labels"].astype(np.int32))
+        path = (os.path.join(shared, f"{split}-{cache_key(ident)}.npz") if shared
+                else os.path.join(workdir, "features", f"{split}.npz"))
+        arrays = cached(path, ident, compute)
+        x, y = arrays["features"], arrays["labels"]
+        if shared and split == "train":
+            x, y = x[subset.indices], y[subset.indices]
+        out[split] = (x.astype(np.float32), y.astype(np.int32))
     return out, variables
 
 

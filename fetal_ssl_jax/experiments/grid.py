@@ -5,6 +5,11 @@ Grid config fields (ml_collections):
   baselines ('random'), imagenet_weights (path: adds the 'imagenet' initialisation)
   protocols, eval_config ('configs/{protocol}.py'), eval_variant, eval_overrides, fractions, seeds
   protocol_overrides (optional): {protocol: overrides} added after eval_overrides for that protocol only
+  protocol_fractions (optional): {protocol: fractions} instead of ``fractions`` for that protocol
+  method_overrides (optional): {method: overrides} added after pretrain_overrides for that method only
+    (e.g. equal-compute step budgets)
+  share_features (optional, False): probe and kNN jobs share one frozen-feature cache (<DIR>/features),
+    so each encoder's forward pass over the labelled store runs once for all fractions and seeds
   frame_data: {name: data spec} (one pretraining per method and frame set), labelled_data: data spec
 A data spec names a prepared ``store``; or an ``export`` folder to prepare; or a phantom
 ``synth_preset`` (+ ``synth_args``) to simulate first. Data jobs are shared when two specs
@@ -103,6 +108,7 @@ def expand(grid: ml_collections.ConfigDict, sweep_dir: str) -> list[Job]:
     pretrain: list[Job] = []
     inits: list[tuple[str, str, list[str], dict[str, Any]]] = []  # (label, init spec, deps, info)
     nproc = int(grid.get("pretrain_processes", 1))
+    per_method = dict(grid.get("method_overrides", None) or {})
     for set_name, spec in frame_sets.items():
         store, deps = data.frames(set_name, spec)
         for method in grid.methods:
@@ -110,7 +116,8 @@ def expand(grid: ml_collections.ConfigDict, sweep_dir: str) -> list[Job]:
             wd = os.path.join(sweep_dir, jid)
             args = ["pretrain", "--config", _variant(_path(grid.pretrain_config.format(method=method)),
                                                      grid.pretrain_variant),
-                    "--workdir", wd, f"--config.data.store={store}", *map(str, grid.pretrain_overrides)]
+                    "--workdir", wd, f"--config.data.store={store}", *map(str, grid.pretrain_overrides),
+                    *map(str, per_method.get(method, ()))]
             if nproc > 1:
                 args += ["--coordinator", COORD, "--num-processes", str(nproc), "--process-id", PID]
             label = f"{method}@{set_name}" if multi else method
@@ -126,17 +133,21 @@ def expand(grid: ml_collections.ConfigDict, sweep_dir: str) -> list[Job]:
     labelled, ldeps = data.labelled(grid.labelled_data)
     evals: list[Job] = []
     per_protocol = dict(grid.get("protocol_overrides", None) or {})
+    fractions = dict(grid.get("protocol_fractions", None) or {})
+    shared = ((f"--config.data.feature_cache={os.path.join(sweep_dir, 'features')}",)
+              if grid.get("share_features", False) else ())
     for protocol in grid.protocols:
         cfg = _variant(_path(grid.eval_config.format(protocol=protocol)), grid.eval_variant)
+        cache = shared if protocol in ("probe", "knn") else ()
         for label, init, deps, info in inits:
-            for frac in grid.fractions:
+            for frac in fractions.get(protocol, grid.fractions):
                 for seed in grid.seeds:
                     jid = f"eval/{protocol}/{label}/f{fmt_fraction(frac)}/s{int(seed)}"
                     wd = os.path.join(sweep_dir, jid)
                     args = [protocol, "--config", cfg, "--workdir", wd, f"--config.init={init}",
                             f"--config.fraction={fmt_fraction(frac)}", f"--config.seed={int(seed)}",
                             f"--config.data.store={labelled}", *map(str, grid.eval_overrides),
-                            *map(str, per_protocol.get(protocol, ()))]
+                            *map(str, per_protocol.get(protocol, ())), *cache]
                     evals.append(Job(id=jid, kind="eval", args=args, workdir=wd, deps=deps + ldeps,
                                      marker=os.path.join(wd, "metrics.json"),
                                      info=dict(info, protocol=protocol, fraction=float(frac), seed=int(seed))))

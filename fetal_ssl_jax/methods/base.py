@@ -6,6 +6,8 @@ extra state after the optimizer step. Nothing about loops, devices or checkpoint
 """
 from __future__ import annotations
 
+import contextlib
+
 from typing import Any, Mapping, NamedTuple
 
 import flax.linen as nn
@@ -109,9 +111,11 @@ class JointEmbedding(Method):
     """
 
     def projector(self) -> nn.Module:
-        return self.mlp(self.mcfg.proj_dims, use_bn=True, last_bn=self.last_bn)
+        return self.mlp(self.mcfg.proj_dims, use_bn=True, last_bn=self.last_bn, last_bn_scale=self.last_bn_scale)
 
-    last_bn: bool = False
+    last_bn: bool = False        # the projector ends with BN (no ReLU)
+    last_bn_scale: bool = False  # ... which keeps a learnt scale (gamma), never a shift
+    bn_over_both_views: bool = False  # BatchNorm statistics over the 2B rows of both views (SimCLR's reference)
 
     def network(self) -> nn.Module:
         return EncoderWithHead(self.backbone(), self.projector())
@@ -123,8 +127,9 @@ class JointEmbedding(Method):
         # Both views as one interleaved batch where models.ops says it is faster (accelerators, oneDNN
         # on CPU: BarlowTwins R18 at 64 px, 2 cores, 77 -> 86 img/s); XLA:CPU's own convolutions run a
         # batch of 2B slower than two of B (65 -> 59 img/s). Same numbers either way (models.norm).
-        if self.ops.views_as_one_batch:
-            with norm.per_view_statistics(2):
+        # bn_over_both_views: one batch of 2B with one set of statistics, whatever the kernels.
+        if self.bn_over_both_views or self.ops.views_as_one_batch:
+            with contextlib.nullcontext() if self.bn_over_both_views else norm.per_view_statistics(2):
                 out, batch_stats = self.apply(params, batch_stats, norm.interleave(inputs["view1"], inputs["view2"]))
             split = {k: norm.deinterleave(v, 2) for k, v in out.items()}
             o1, o2 = ({k: v[i] for k, v in split.items()} for i in range(2))

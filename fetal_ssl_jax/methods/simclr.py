@@ -10,7 +10,11 @@ from fetal_ssl_jax.methods.base import JointEmbedding
 
 class SimCLR(JointEmbedding):
     name = "simclr"
-    last_bn = True  # SimCLR-v2's projector ends with BN (no ReLU)
+    # As the reference (google-research/simclr v2): the projector ends with BN (no ReLU) that keeps gamma,
+    # not beta, and BatchNorm runs over both views together (2N rows), not per view.
+    last_bn = True
+    last_bn_scale = True
+    bn_over_both_views = True
 
     def objective(self, z1: jax.Array, z2: jax.Array):
         t = float(self.mcfg.temperature)

@@ -1,10 +1,13 @@
 """optax optimizers and the per-step warmup + cosine schedule.
 
-Base LR is scaled by global batch / ``lr_batch_scale`` (256 by convention). Weight decay
-and LARS's trust ratio are masked off for 1-D parameters (biases, BatchNorm).
+Base LR is scaled by global batch / ``lr_batch_scale`` (256 by convention; ``lr_scaling='linear'``,
+Goyal et al.) or by sqrt(global batch) (``'sqrt'``, SimCLR's choice for small batches / long runs).
+Weight decay and LARS's trust ratio are masked off for 1-D parameters (biases, BatchNorm), and
+``bias_lr_factor`` gives those their own LR (BarlowTwins' reference: 0.0048 vs 0.2 for the weights).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -14,8 +17,15 @@ import optax
 from fetal_ssl_jax import config_validation
 
 
+def peak_lr(cfg: ml_collections.ConfigDict, global_batch: int) -> float:
+    """base_lr x batch / lr_batch_scale ('linear') or base_lr x sqrt(batch) ('sqrt')."""
+    if cfg.get("lr_scaling", "linear") == "sqrt":
+        return float(cfg.base_lr) * math.sqrt(global_batch)
+    return float(cfg.base_lr) * global_batch / float(cfg.lr_batch_scale)
+
+
 def schedule(cfg: ml_collections.ConfigDict, global_batch: int, total_steps: int) -> optax.Schedule:
-    peak = float(cfg.base_lr) * global_batch / float(cfg.lr_batch_scale)
+    peak = peak_lr(cfg, global_batch)
     warmup = int(min(cfg.warmup_steps, max(total_steps - 1, 0)))
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=peak, warmup_steps=warmup,
@@ -44,6 +54,12 @@ def make_optimizer(cfg: ml_collections.ConfigDict, global_batch: int, total_step
                          optax.sgd(lr, momentum=float(cfg.momentum) or None))
     else:
         raise ValueError(f"unknown optimizer {name!r} (lars, adamw, sgd)")
+    factor = float(cfg.get("bias_lr_factor", 1.0))
+    if factor != 1.0:
+        # Every optimizer here is linear in its LR (LARS/SGD momentum accumulates lr*g, AdamW's step is
+        # lr*(adam + wd*p)), so scaling the 1-D parameters' final update is the same as giving them lr*factor.
+        tx = optax.chain(tx, optax.masked(optax.scale(factor), lambda p: jax.tree.map(lambda m: not m,
+                                                                                     matrix_mask(p))))
     if float(cfg.get("grad_clip", 0.0)) > 0:
         tx = optax.chain(optax.clip_by_global_norm(float(cfg.grad_clip)), tx)
     return tx, lr

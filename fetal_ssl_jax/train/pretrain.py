@@ -1,8 +1,9 @@
 """SSL pretraining: config -> frame store -> shared loop -> encoder export."""
 from __future__ import annotations
 
+import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -42,8 +43,27 @@ def open_store(cfg: ml_collections.ConfigDict, workdir: str) -> FrameStore:
     return FrameStore.open(path)
 
 
-def pretrain(cfg: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None) -> LoopResult:
+def resolve_epochs(cfg: ml_collections.ConfigDict, num_frames: int) -> None:
+    """Recipes stated in epochs of the store (as the references state them): ``train.steps = 0`` with
+    ``train.epochs`` > 0 becomes ceil(epochs x frames / batch) steps, and ``optim.warmup_epochs`` > 0 sets
+    ``optim.warmup_steps``. Resolved once from the store, before the loop; config.json records the result."""
+    per_epoch = num_frames / int(cfg.train.batch_size)
+    if int(cfg.train.steps) == 0:
+        epochs = float(cfg.train.get("epochs", 0.0))
+        if not epochs > 0:
+            raise ValueError("train.steps is 0: set train.epochs > 0 (or train.steps)")
+        cfg.train.steps = max(1, math.ceil(epochs * per_epoch))
+    if float(cfg.optim.get("warmup_epochs", 0.0)) > 0:
+        cfg.optim.warmup_steps = int(round(float(cfg.optim.warmup_epochs) * per_epoch))
+
+
+def pretrain(cfg: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None,
+             make_monitors: Callable[[ml_collections.ConfigDict, Any], tuple] | None = None) -> LoopResult:
+    """``make_monitors(cfg, method)``: the loop's read-only monitors (the CLI passes
+    ``evaluate.monitor.make_monitors``, the periodic kNN evaluator of ``cfg.monitor``)."""
     validate(cfg)
+    if int(cfg.get("monitor", {}).get("every", 0)) > 0 and make_monitors is None:
+        raise ValueError("monitor.every > 0 but no monitors were passed to pretrain() (launch.py pretrain does)")
     mesh_lib.maybe_initialize_distributed(cfg.dist.coordinator, int(cfg.dist.num_processes), int(cfg.dist.process_id))
     configuration.resolve_model_dtype(cfg)  # 'auto': bf16 on GPU/TPU, f32 on CPU (after distributed init)
     mesh_lib.check_batch(int(cfg.train.batch_size))  # before any data is built
@@ -52,6 +72,7 @@ def pretrain(cfg: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     os.makedirs(workdir, exist_ok=True)
     method = get_method(cfg)
     store = open_store(cfg, workdir)
+    resolve_epochs(cfg, len(store))
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json_best_effort(indent=1, sort_keys=True))
@@ -61,7 +82,9 @@ def pretrain(cfg: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         return pretrain_pipeline.make_dataset(store, cfg.data, batch, steps, int(cfg.seed),
                                               jax.process_index(), jax.process_count())
 
-    result = train_loop(cfg, workdir, method, make_dataset, desc=f"pretrain {cfg.method}", stop_after=stop_after)
+    monitors = tuple(make_monitors(cfg, method)) if make_monitors is not None else ()
+    result = train_loop(cfg, workdir, method, make_dataset, desc=f"pretrain {cfg.method}", stop_after=stop_after,
+                        monitors=monitors)
     if result.step == int(cfg.train.steps):
         export_encoder(cfg, workdir, method, result.state)
     return result

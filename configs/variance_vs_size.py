@@ -57,6 +57,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.eval_overrides = ()
     c.fractions = (1.0, 10.0)
     c.seeds = (0, 1, 2)
+    c.share_features = True  # one feature pass per encoder for all its probes
     largest = max(counts)
 
     def synth(n: int) -> tuple[str, ...]:

@@ -105,3 +105,43 @@ def test_highlight_says_whether_the_margin_beats_the_seed_spread():
     assert "+6.3 F1 points; not larger than the seed spread, std up to 6.3" in small[0]
     one_seed = highlights([row("barlowtwins", 0.4, float("nan")), row("random", 0.3, float("nan"))])
     assert one_seed[0].endswith("(+10.0 F1 points)")
+
+
+def test_paired_table_and_best_marked(tree):
+    root, expected = tree
+    rows = tables.collect(root)
+    diffs = tables.paired_differences(rows)
+    bt, rnd = expected[("barlowtwins", "probe", 10.0)], expected[("random", "probe", 10.0)]
+    np.testing.assert_allclose(diffs[("barlowtwins", "probe", 10.0)], bt - rnd)
+    assert diffs[("barlowtwins@size", "probe", 1.0)] == pytest.approx([0.5 - expected[("random", "probe", 1.0)][0]])
+    md = tables.paired_table(rows)
+    assert f"{100 * (bt - rnd).mean():+.1f} ({int((bt > rnd).sum())}/3)" in md
+    best = tables.markdown_table(tables.summarize(rows)).splitlines()
+    col = [l for l in best if l.startswith("| barlowtwins |") or l.startswith("| random |")]
+    winner = "barlowtwins" if bt.mean() > rnd.mean() else "random"
+    i = [h.strip() for h in best[0].split("|")].index("probe 10%")
+    cells = {l.split("|")[1].strip(): l.split("|")[i].strip() for l in col}
+    loser = "random" if winner == "barlowtwins" else "barlowtwins"
+    assert cells[winner].startswith("**") and not cells[loser].startswith("**")
+
+
+def test_gain_vs_patients_curve_and_pretraining_summary(tmp_path):
+    from fetal_ssl_jax.report import patients_curve, pretraining
+    rows = []
+    for seed in range(3):
+        rows.append(dict(init="random", protocol="probe", fraction=1.0, seed=seed, test_macro_f1=0.30 + 0.01 * seed))
+        for n, gain in ((1, 0.02), (4, 0.05), (32, 0.03)):
+            rows.append(dict(init=f"barlowtwins@p{n:02d}", protocol="probe", fraction=1.0, seed=seed,
+                             test_macro_f1=0.30 + 0.01 * seed + gain + 0.01 * (seed - 1)))
+    pts = patients_curve.points(rows)
+    assert [p["patients"] for p in pts] == [1, 4, 32]
+    assert [round(p["gain"], 6) for p in pts] == [2.0, 5.0, 3.0]
+    assert all(p["gain_std"] == pytest.approx(1.0) and p["n"] == 3 for p in pts)
+    assert "+5.0 ± 1.0 (3/3)" in patients_curve.markdown(pts)
+    assert open(patients_curve.plot(pts, str(tmp_path / "g.png")), "rb").read(4) == b"\x89PNG"
+    curve = [dict(step=s, loss=1.0 / s, rankme=900.0, rankme_feat=200.0, embedding_std=0.03, time=float(s))
+             for s in range(1, 11)]
+    curve += [dict(step=s, loss=0.1, time=float(s - 10)) for s in range(11, 16)]  # resumed: time restarts
+    row = pretraining.summary({"bt": curve})[0]
+    assert row["steps"] == 15 and row["seconds"] == pytest.approx(15.0) and row["rankme"] == 900.0
+    assert "| bt | 15 | 0.2 | 0.1 | 900 | 200 | 0.030 |" in pretraining.markdown([row])

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from fetal_ssl_jax.report import plots, tables
+from fetal_ssl_jax.report import patients_curve, plots, pretraining, tables
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,6 +77,18 @@ def write_report(workdir: str, out: str | None = None, embeddings: bool = True, 
                "macro-F1; the test split is scored once with the selected model.", "",
                tables.markdown_table(summary), ""]
         md += highlights(summary) + [""]
+        paired = tables.paired_table(rows)
+        if paired:
+            md += ["## Paired comparison with random initialisation", "",
+                   "Per seed (same label subset and split), init minus random in test macro-F1 points, averaged "
+                   "over seeds; in brackets the seeds on which the init is ahead.", "", paired, ""]
+        pts = patients_curve.points(rows)
+        if pts:
+            md += ["## SSL gain vs number of pretraining patients", "",
+                   "Same number of pretraining frames for every point; the gain is paired per seed.", "",
+                   patients_curve.markdown(pts), ""]
+            figs.append(("SSL gain vs number of pretraining patients",
+                         patients_curve.plot(pts, os.path.join(pdir, "gain_vs_patients.png"))))
         md += ["## Test accuracy (%)", "", tables.markdown_table(summary, "test_accuracy"), "",
                "## Test balanced accuracy (%)", "", tables.markdown_table(summary, "test_balanced_accuracy"), ""]
         figs.append(("Macro-F1 vs label fraction", plots.f1_vs_fraction(summary, os.path.join(pdir,
@@ -91,6 +103,12 @@ def write_report(workdir: str, out: str | None = None, embeddings: bool = True, 
                     if p:
                         figs.append((f"Confusion matrices: {prot}, {f:g}% labels", p))
     curves = _pretrain_runs(workdir)
+    if curves:
+        md += ["## Pretraining runs", "",
+               "Last logged values. RankMe (effective rank, Garrido et al. 2023) over the last "
+               "`train.rankme_samples` embeddings of the run; a collapsed encoder shows a RankMe near 1 and a "
+               "std near 0. kNN val F1: the periodic evaluator's last value (`monitor.every`).", "",
+               pretraining.markdown(pretraining.summary(curves)), ""]
     for label, rows_ in curves.items():
         figs.append((f"SSL training curves: {label}",
                      plots.training_curves(rows_, label, os.path.join(pdir, f"ssl_curves_{_safe(label)}.png"))))
@@ -119,8 +137,8 @@ def _pretrain_runs(root: str) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for d, dirs, files in os.walk(root):
         dirs[:] = sorted(x for x in dirs if x not in ("checkpoints", "features", "selected", "logs", "encoder"))
-        if "metrics.jsonl" not in files or "metrics.json" in files:
-            continue  # fine-tunes also log metrics.jsonl; they have metrics.json
+        if "metrics.jsonl" not in files or "metrics.json" in files or _is_evaluation(d):
+            continue  # fine-tunes also log metrics.jsonl (metrics.json once finished; a protocol in their config)
         label = os.path.basename(d)
         meta = os.path.join(d, "encoder", "encoder.json")
         if os.path.exists(meta):
@@ -134,6 +152,19 @@ def _pretrain_runs(root: str) -> dict[str, list[dict[str, Any]]]:
         if rows and label not in ("supervised",):
             out[label] = rows
     return dict(sorted(out.items()))
+
+
+def _is_evaluation(workdir: str) -> bool:
+    """An evaluation run (its config names a protocol), e.g. a fine-tune still running."""
+    import json
+    for name in ("config.json", "sweep_job.json"):
+        try:
+            with open(os.path.join(workdir, name)) as f:
+                if "protocol" in json.load(f):
+                    return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def _safe(label: str) -> str:

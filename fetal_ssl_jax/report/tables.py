@@ -133,21 +133,73 @@ def pm(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
     return f"{mean * scale:.{digits}f}" + ("" if math.isnan(std) else f" ± {std * scale:.{digits}f}")
 
 
-def markdown_table(summary: Sequence[dict[str, Any]], metric: str = "test_macro_f1") -> str:
-    """Rows = init, columns = protocol x fraction; cells = mean ± std of ``metric`` in percent."""
-    cols = sorted({(s["protocol"], s["fraction"]) for s in summary}, key=lambda t: (t[0], t[1]))
-    inits = []
-    for s in summary:
-        if s["init"] not in inits:
-            inits.append(s["init"])
-    cell = {(s["init"], s["protocol"], s["fraction"]): s for s in summary}
+def _protocol_columns(items: Iterable[dict[str, Any]]) -> list[tuple[str, float]]:
+    """(protocol, fraction) columns: fine-tune, then probe, then kNN (any other protocol after), by fraction."""
+    rank = {"finetune": 0, "probe": 1, "knn": 2}
+    return sorted({(s["protocol"], float(s["fraction"])) for s in items}, key=lambda t: (rank.get(t[0], 3), t[0], t[1]))
+
+
+def _inits(items: Iterable[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for s in items:
+        if s["init"] not in out:
+            out.append(s["init"])
+    return out
+
+
+def markdown_table(summary: Sequence[dict[str, Any]], metric: str = "test_macro_f1", mark_best: bool = True) -> str:
+    """Rows = init, columns = protocol x fraction; cells = mean ± std of ``metric`` in percent, the best mean of
+    each column in bold (when more than one initialisation has it)."""
+    cols = _protocol_columns(summary)
+    inits = _inits(summary)
+    cell = {(s["init"], s["protocol"], float(s["fraction"])): s for s in summary}
+    best = {}
+    for p, f in cols:
+        means = [(cell[(i, p, f)][f"{metric}_mean"], i) for i in inits if (i, p, f) in cell
+                 and not math.isnan(cell[(i, p, f)][f"{metric}_mean"])]
+        if mark_best and len(means) > 1:
+            best[(p, f)] = max(means)[1]
     head = "| init | " + " | ".join(f"{p} {f:g}%" for p, f in cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]
     for i in inits:
         vals = []
         for p, f in cols:
             s = cell.get((i, p, f))
-            vals.append(pm(s[f"{metric}_mean"], s[f"{metric}_std"]) + f" (n={s['n']})" if s else "")
+            v = pm(s[f"{metric}_mean"], s[f"{metric}_std"]) + f" (n={s['n']})" if s else ""
+            vals.append(f"**{v}**" if s and best.get((p, f)) == i else v)
+        lines.append(f"| {i} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def paired_differences(rows: Sequence[dict[str, Any]], baseline: str = "random", metric: str = "test_macro_f1"
+                       ) -> dict[tuple[str, str, float], list[float]]:
+    """(init, protocol, fraction) -> per-seed differences init - baseline (same seed: same label subset, same
+    split), over the seeds both have. The paired view removes the subset's share of the seed spread."""
+    by = {(r["init"], r["protocol"], float(r["fraction"]), int(r["seed"])): r.get(metric) for r in rows}
+    out: dict[tuple[str, str, float], list[float]] = {}
+    for (init, prot, frac, seed), v in sorted(by.items(), key=lambda kv: (str(kv[0][0]), kv[0][1:])):
+        b = by.get((baseline, prot, frac, seed))
+        if init == baseline or b is None or v is None or math.isnan(v) or math.isnan(b):
+            continue
+        out.setdefault((init, prot, frac), []).append(float(v) - float(b))
+    return out
+
+
+def paired_table(rows: Sequence[dict[str, Any]], baseline: str = "random", metric: str = "test_macro_f1") -> str:
+    """Rows = init, columns = protocol x fraction; cells = mean per-seed difference from ``baseline`` in points,
+    with the number of seeds on which the init is ahead ('+5.2 (3/3)')."""
+    diffs = paired_differences(rows, baseline, metric)
+    if not diffs:
+        return ""
+    cols = _protocol_columns([dict(protocol=p, fraction=f) for _, p, f in diffs])
+    inits = _inits([dict(init=i) for i, _, _ in diffs])
+    head = "| init − " + baseline + " | " + " | ".join(f"{p} {f:g}%" for p, f in cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 1)]
+    for i in inits:
+        vals = []
+        for p, f in cols:
+            d = diffs.get((i, p, f))
+            vals.append(f"{100 * float(np.mean(d)):+.1f} ({sum(x > 0 for x in d)}/{len(d)})" if d else "")
         lines.append(f"| {i} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 

@@ -125,6 +125,10 @@ def test_cpu_grid_gives_equal_compute_budgets_and_shares_features(tmp_path):
              for m, args in pre.items()}
     from configs.paper_grid import CPU_STEPS
     assert steps == CPU_STEPS and len(steps) == 7
+    labelled = next(j for j in js if j.id == "data/labelled").workdir
+    for j in (j for j in js if j.kind == "pretrain"):  # the periodic kNN evaluator reads the labelled store
+        assert "--config.monitor.every=100" in j.args and f"--config.monitor.labelled_store={labelled}" in j.args
+        assert "data/labelled" in j.deps
     ev = [j for j in js if j.kind == "eval"]
     by = {}
     for j in ev:

@@ -8,6 +8,8 @@ Grid config fields (ml_collections):
   protocol_fractions (optional): {protocol: fractions} instead of ``fractions`` for that protocol
   method_overrides (optional): {method: overrides} added after pretrain_overrides for that method only
     (e.g. equal-compute step budgets)
+  monitor_every (optional, 0): > 0 runs pretraining's periodic kNN evaluator every N steps on the grid's
+    labelled store (train bank, val queries; evaluate/monitor.py), so the curves show when a budget is enough
   share_features (optional, False): probe and kNN jobs share one frozen-feature cache (<DIR>/features),
     so each encoder's forward pass over the labelled store runs once for all fractions and seeds
   frame_data: {name: data spec} (one pretraining per method and frame set), labelled_data: data spec
@@ -109,20 +111,25 @@ def expand(grid: ml_collections.ConfigDict, sweep_dir: str) -> list[Job]:
     inits: list[tuple[str, str, list[str], dict[str, Any]]] = []  # (label, init spec, deps, info)
     nproc = int(grid.get("pretrain_processes", 1))
     per_method = dict(grid.get("method_overrides", None) or {})
-    for set_name, spec in frame_sets.items():
-        store, deps = data.frames(set_name, spec)
+    stores = {name: data.frames(name, spec) for name, spec in frame_sets.items()}  # frame exports named first
+    labelled, ldeps = data.labelled(grid.labelled_data)
+    every = int(grid.get("monitor_every", 0))
+    monitor = ((f"--config.monitor.every={every}", f"--config.monitor.labelled_store={labelled}") if every > 0
+               else ())
+    for set_name, (store, deps) in stores.items():
         for method in grid.methods:
             jid = f"pretrain/{set_name}/{method}" if multi else f"pretrain/{method}"
             wd = os.path.join(sweep_dir, jid)
             args = ["pretrain", "--config", _variant(_path(grid.pretrain_config.format(method=method)),
                                                      grid.pretrain_variant),
                     "--workdir", wd, f"--config.data.store={store}", *map(str, grid.pretrain_overrides),
-                    *map(str, per_method.get(method, ()))]
+                    *map(str, per_method.get(method, ())), *monitor]
             if nproc > 1:
                 args += ["--coordinator", COORD, "--num-processes", str(nproc), "--process-id", PID]
             label = f"{method}@{set_name}" if multi else method
             info = dict(method=method, init=label, pretrain_data=set_name)
-            pretrain.append(Job(id=jid, kind="pretrain", args=args, workdir=wd, deps=deps, processes=nproc,
+            pretrain.append(Job(id=jid, kind="pretrain", args=args, workdir=wd, processes=nproc,
+                                deps=deps + (ldeps if monitor else []),
                                 marker=os.path.join(wd, "encoder", "encoder.json"), info=info))
             inits.append((label, wd, [jid], info))
     for b in grid.baselines:
@@ -130,7 +137,6 @@ def expand(grid: ml_collections.ConfigDict, sweep_dir: str) -> list[Job]:
     if grid.get("imagenet_weights", ""):
         inits.append(("imagenet", f"imagenet:{os.path.abspath(grid.imagenet_weights)}", [],
                       dict(method="imagenet", init="imagenet")))
-    labelled, ldeps = data.labelled(grid.labelled_data)
     evals: list[Job] = []
     per_protocol = dict(grid.get("protocol_overrides", None) or {})
     fractions = dict(grid.get("protocol_fractions", None) or {})

@@ -59,6 +59,19 @@ def pretrain_base() -> ml_collections.ConfigDict:
         log_every=10, ckpt_every=200, keep_checkpoints=2,
         rankme_every=50, progress=True, async_checkpoint=True,
         debug_nan_step=-1,  # >=0: inject a NaN into the loss at this step (tests of the non-finite guard)
+        rankme_samples=2048,  # RankMe over the last this many embeddings, a few from each step (monitors.RankMeBuffer)
+    ))
+
+    # Downstream quality while pretraining (fetal_ssl_jax/evaluate/monitor.py): kNN val macro-F1 of the current
+    # encoder on a fixed, class-stratified subset of a labelled store, logged as knn_val_f1 / knn_val_acc.
+    c.monitor = ml_collections.ConfigDict(dict(
+        every=0,             # every N steps (and at the last step); 0 = off
+        labelled_store="",   # a store from `launch.py prepare images`; needed when every > 0
+        max_train=1000,      # kNN bank: at most this many train images (class-stratified, fixed)
+        max_val=500,         # queries: at most this many val images (class-stratified, fixed)
+        fraction=100,        # the bank comes from this label fraction's train subset (split seed 0)
+        k=20, temperature=0.07,
+        batch_size=256,      # forward batch
     ))
 
     # Distributed launch (normally from SLURM / TPU env; flags override).
@@ -91,7 +104,8 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str) -> ml_collections.
     if variant == "tiny":
         c.model.update(arch="resnet18", width=0.125, small_stem=True, dtype="float32")
         c.data.update(image_size=32, synthetic_videos=4, synthetic_frames=16)
-        c.train.update(batch_size=16, steps=6, log_every=1, ckpt_every=3, rankme_every=3, progress=False)
+        c.train.update(batch_size=16, steps=6, log_every=1, ckpt_every=3, rankme_every=3, rankme_samples=32,
+                       progress=False)
         c.optim.warmup_steps = 2
         return c
     raise ValueError(f"unknown config variant {variant!r} (expected '', 'cpu' or 'tiny')")

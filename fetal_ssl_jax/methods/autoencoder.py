@@ -68,4 +68,4 @@ class AutoEncoder(Method):
             metrics.update(mse_erased=mse_erased, erased_fraction=jnp.mean(erased.astype(jnp.float32)))
             if self.mcfg.get("loss_region", "all") == "erased":
                 loss = mse_erased
-        return LossOutput(loss, metrics, batch_stats, extra, rank_input=h)
+        return LossOutput(loss, metrics, batch_stats, extra, rank_input=h, feature_input=h)

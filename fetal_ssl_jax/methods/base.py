@@ -30,7 +30,8 @@ class LossOutput(NamedTuple):
     metrics: dict[str, jax.Array]  # scalars to log
     batch_stats: Pytree            # the network's updated BatchNorm statistics
     extra: Pytree                  # the method's updated extra state (EMA target, queue, class weights)
-    rank_input: jax.Array | None = None  # embeddings for the step's RankMe monitor (None: no RankMe)
+    rank_input: jax.Array | None = None  # embeddings (projector output) for the RankMe monitor (None: no RankMe)
+    feature_input: jax.Array | None = None  # backbone features of the same rows, for the features' RankMe
 
 
 
@@ -141,4 +142,4 @@ class JointEmbedding(Method):
         metrics = dict(terms)
         metrics["embedding_std"] = monitors.embedding_std(z1)
         metrics["feature_std"] = monitors.embedding_std(o1["h"].astype(jnp.float32))
-        return LossOutput(loss, metrics, batch_stats, extra, rank_input=z1)
+        return LossOutput(loss, metrics, batch_stats, extra, rank_input=z1, feature_input=o1["h"])

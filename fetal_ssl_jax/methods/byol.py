@@ -92,7 +92,7 @@ class BYOL(JointEmbedding):
                    "embedding_std": monitors.embedding_std(z1),
                    "feature_std": monitors.embedding_std(o1["h"].astype(jnp.float32))}
         extra = dict(extra, target_batch_stats=tbs)
-        return LossOutput(l12 + l21, metrics, batch_stats, extra, rank_input=z1)
+        return LossOutput(l12 + l21, metrics, batch_stats, extra, rank_input=z1, feature_input=o1["h"])
 
     def after_update(self, params: Pytree, batch_stats: Pytree, extra: Pytree, step: jax.Array) -> Pytree:
         """target <- tau(step) * target + (1 - tau(step)) * online, with the just-updated online params."""

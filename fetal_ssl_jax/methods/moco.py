@@ -126,7 +126,7 @@ class MoCo(JointEmbedding):
             embedding_std=monitors.embedding_std(z1),
             feature_std=monitors.embedding_std(o1["h"].astype(jnp.float32)))
         extra = dict(extra, key_batch_stats=kbs, queue=new_queue, queue_ptr=new_ptr)
-        return LossOutput(loss, metrics, bs, extra, rank_input=z1)
+        return LossOutput(loss, metrics, bs, extra, rank_input=z1, feature_input=o1["h"])
 
     def after_update(self, params: Pytree, batch_stats: Pytree, extra: Pytree, step: jax.Array) -> Pytree:
         """key <- m * key + (1 - m) * query with the just-updated query parameters (MoCo's order)."""

@@ -11,7 +11,7 @@ import numpy as np
 
 # metrics.jsonl keys that are monitors, not loss components
 MONITORS = {"step", "time", "images_per_sec", "finite", "lr", "param_norm", "embedding_std", "feature_std", "rankme",
-            "positive_cos", "loss"}
+            "rankme_feat", "positive_cos", "loss", "knn_val_f1", "knn_val_acc", "knn_seconds"}
 
 
 def _plt():
@@ -154,14 +154,16 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 
 
 def training_curves(rows: Sequence[dict[str, Any]], label: str, path: str) -> str:
-    """One pretraining run: loss, each loss component, embedding std, RankMe and learning rate against step."""
+    """One pretraining run: loss, each loss component, embedding std, RankMe (projector output and backbone
+    features), the periodic kNN val macro-F1 (when the run had ``monitor.every``) and learning rate against step."""
     plt = _plt()
     comps = [k for k in rows[0] if k not in MONITORS and not k.startswith("grad_norm")
              and isinstance(rows[0][k], (int, float))] if rows else []
     comps = sorted({k for r in rows for k in r if k not in MONITORS and not k.startswith("grad_norm")
                     and isinstance(r[k], (int, float))} | set(comps))
     panels = [("loss", "loss (method units)")] + [(c, f"{c} (loss term)") for c in comps] + [
-        ("embedding_std", "embedding std (per dim, L2-normed)"), ("rankme", "RankMe (effective rank)"),
+        ("embedding_std", "embedding std (per dim, L2-normed)"), ("rankme", "RankMe, projector (effective rank)"),
+        ("rankme_feat", "RankMe, backbone (effective rank)"), ("knn_val_f1", "kNN val macro-F1 (0-1)"),
         ("lr", "learning rate")]
     panels = [p for p in panels if any(p[0] in r for r in rows)]
     cols = min(3, len(panels))
@@ -183,12 +185,15 @@ def training_curves(rows: Sequence[dict[str, Any]], label: str, path: str) -> st
 
 
 def monitors_overlay(runs: dict[str, Sequence[dict[str, Any]]], path: str) -> str:
-    """All pretraining runs together: loss relative to its first value, embedding std, RankMe (collapse monitors)."""
+    """All pretraining runs together: loss relative to its first value, embedding std, RankMe (collapse monitors),
+    and the periodic kNN val macro-F1 per method when any run logged it."""
     plt = _plt()
     colors = _colors(list(runs))
     keys = [("loss", "loss / first-step loss"), ("embedding_std", "embedding std (per dim)"),
-            ("rankme", "RankMe (effective rank)")]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), dpi=100)
+            ("rankme", "RankMe, projector (effective rank)")]
+    if any("knn_val_f1" in r for rows in runs.values() for r in rows):
+        keys.append(("knn_val_f1", "kNN val macro-F1 (0-1)"))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.7 * len(keys), 3.8), dpi=100)
     for ax, (key, ylabel) in zip(axes, keys):
         for label, rows in runs.items():
             pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]

@@ -37,8 +37,10 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         return errors.USAGE
     if args.coordinator:
         cfg.dist.update(coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
+    from fetal_ssl_jax.evaluate.monitor import make_monitors
     from fetal_ssl_jax.train.pretrain import pretrain
-    code, res = cli_errors.run_guarded("pretrain", lambda: pretrain(cfg, args.workdir, stop_after=args.stop_after))
+    code, res = cli_errors.run_guarded("pretrain", lambda: pretrain(cfg, args.workdir, stop_after=args.stop_after,
+                                                                    make_monitors=make_monitors))
     if code is not None:
         return code
     print(f"pretrain {cfg.method}: {res.step} steps in {res.wall_time:.1f}s; last {res.last_metrics.get('loss')}")

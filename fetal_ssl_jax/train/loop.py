@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from fetal_ssl_jax import monitors as monitors_lib
 from fetal_ssl_jax.errors import NonFiniteError, Preempted
 from fetal_ssl_jax.methods.base import Method
 from fetal_ssl_jax.train import mesh as mesh_lib
@@ -60,7 +61,8 @@ class LoopResult:
 
 
 def _describe_nonfinite(metrics: dict[str, Any]) -> str:
-    bad = [k for k, v in metrics.items() if k not in ("finite", "rankme") and not np.isfinite(np.asarray(v)).all()]
+    bad = [k for k, v in metrics.items() if k not in ("finite", "rankme", "rankme_feat")
+           and not np.isfinite(np.asarray(v)).all()]
     return ", ".join(sorted(bad)) or "unknown"
 
 
@@ -71,15 +73,22 @@ def should_log(done: int, end: int, log_every: int, rankme_every: int = 0) -> bo
 
 def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, make_dataset: Callable[[int], Any], *,
                hooks: tuple[Callable[[int, Any, dict], None], ...] = (), init_fn: Callable[[Any], Any] | None = None,
-               desc: str = "train", stop_after: int | None = None) -> LoopResult:
+               desc: str = "train", stop_after: int | None = None,
+               monitors: tuple[Callable[[int, Any], dict[str, Any] | None], ...] = ()) -> LoopResult:
     """Runs (or resumes) training in ``workdir``; ``make_dataset(total_steps)`` gives the grain IterDataset.
 
     Everything else comes from ``cfg``: ``train.steps``, ``train.batch_size`` (global), ``data.image_size``,
     ``aug``, ``optim``, ``train.{log_every, ckpt_every, keep_checkpoints, progress, rankme_every,
-    async_checkpoint, debug_nan_step}``, ``seed``, ``model.dtype``. Callers pass only what differs between
-    pretraining and fine-tuning: ``hooks(step, state, metrics)`` after each step (fine-tuning's model
-    selection), ``init_fn(state) -> state`` to load pretrained weights into a fresh state, and
-    ``stop_after`` to end the run early at that step (tests of resume).
+    rankme_samples, async_checkpoint, debug_nan_step}``, ``seed``, ``model.dtype``. Callers pass only what
+    differs between pretraining and fine-tuning: ``hooks(step, state, metrics)`` after each step (fine-tuning's
+    model selection), ``init_fn(state) -> state`` to load pretrained weights into a fresh state,
+    ``stop_after`` to end the run early at that step (tests of resume), and ``monitors``: ``monitor(step,
+    state) -> {name: value} | None`` after each step, read-only (pretraining's periodic kNN evaluator); what
+    one returns is logged with that step's metrics (the step is logged).
+
+    RankMe (``rankme_every`` > 0) is over the last ``rankme_samples`` embeddings accumulated from the
+    steps (``monitors.RankMeBuffer``), logged as ``rankme`` (projector output) and ``rankme_feat``
+    (backbone features) on the steps that complete a multiple of ``rankme_every`` once the buffer is full.
     """
     total_steps, global_batch = int(cfg.train.steps), int(cfg.train.batch_size)
     size = int(cfg.data.image_size)
@@ -88,6 +97,11 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
     log_every, ckpt_every = int(cfg.train.log_every), int(cfg.train.ckpt_every)
     keep, progress = int(cfg.train.get("keep_checkpoints", 2)), bool(cfg.train.get("progress", True))
     rankme_every = int(cfg.train.get("rankme_every", 0))
+    rankme_samples = int(cfg.train.get("rankme_samples", 2048))
+    if rankme_every > 0 and rankme_samples < 1:
+        raise ValueError(f"train.rankme_samples must be >= 1, got {rankme_samples}")
+    embed_rows = (monitors_lib.RankMeBuffer.rows_per_step(rankme_samples, rankme_every, global_batch)
+                  if rankme_every > 0 else 0)
     mesh = mesh_lib.make_mesh()
     mesh_lib.check_batch(global_batch)
     with contextlib.ExitStack() as stack:
@@ -114,7 +128,7 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
             start = 0
         cfg_json = json.loads(cfg.to_json_best_effort())
 
-        step_fn = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, aug_cfg, rankme_every, dtype,
+        step_fn = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, aug_cfg, embed_rows, dtype,
                                                         int(cfg.train.get('debug_nan_step', -1))), mesh)
         step_rng = jax.random.fold_in(root, 1)
         logger = RunLogger(workdir, total_steps, start, progress=progress, desc=desc)
@@ -122,16 +136,26 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
         last: dict[str, float] = {}
         end = total_steps if stop_after is None else min(total_steps, stop_after)
         pending = None  # (step, metrics) of the previous step, checked one step late to keep dispatch async
+        rank_buffer = monitors_lib.RankMeBuffer(rankme_samples, embed_rows) if embed_rows else None
         try:
             for step in range(start, end):
                 batch = mesh_lib.to_global(next(data_iter), mesh)
                 state, metrics = step_fn(state, batch, step_rng)
+                proj, feat = metrics.pop(step_lib.EMBED_PROJ, None), metrics.pop(step_lib.EMBED_FEAT, None)
                 if pending is not None:
                     _check(*pending)
                 pending = (step + 1, metrics)
                 logger.advance()
                 done = step + 1
-                if should_log(done, end, log_every, rankme_every):
+                if rank_buffer is not None and proj is not None:
+                    rank_buffer.add(proj, feat)
+                    if done % rankme_every == 0:
+                        metrics.update(rank_buffer.compute())
+                extra = {}
+                for monitor in monitors:
+                    extra.update(monitor(done, state) or {})
+                metrics.update(extra)
+                if extra or should_log(done, end, log_every, rankme_every):
                     _check(*pending)
                     pending = None
                     last = logger.log(done, metrics, global_batch)

@@ -15,10 +15,13 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fetal_ssl_jax import monitors
 from fetal_ssl_jax.methods.base import Method
 from fetal_ssl_jax.train import augment, mesh as mesh_lib
 from fetal_ssl_jax.train.state import TrainState
+
+# Metrics keys of the embeddings a step returns for the accumulated RankMe (not logged).
+EMBED_PROJ, EMBED_FEAT = "_embed/proj", "_embed/feat"
+
 
 def prepare_inputs(batch: dict[str, jax.Array], key: jax.Array, aug_cfg: ml_collections.ConfigDict | None,
                    views: tuple[str, ...] = ("view1", "view2")) -> dict[str, jax.Array]:
@@ -71,9 +74,14 @@ def make_grads_fn(method: Method, aug_cfg: ml_collections.ConfigDict | None, com
 
 
 def make_step_fn(method: Method, tx: optax.GradientTransformation, lr_fn: Callable,
-                 aug_cfg: ml_collections.ConfigDict | None, rankme_every: int = 0,
+                 aug_cfg: ml_collections.ConfigDict | None, embed_rows: int = 0,
                  compute_dtype: Any = jnp.float32, debug_nan_step: int = -1) -> Callable:
-    """The un-jitted pure step (jit it with ``jit_step``)."""
+    """The un-jitted pure step (jit it with ``jit_step``).
+
+    ``embed_rows`` > 0: the metrics also hold the first ``embed_rows`` rows of view 1's projector output
+    (``EMBED_PROJ``) and backbone features (``EMBED_FEAT``), float32, for the loop's RankMe over an
+    accumulated set (``monitors.RankMeBuffer``); the loop takes them out before logging.
+    """
     grads_fn = make_grads_fn(method, aug_cfg, compute_dtype, debug_nan_step)
 
     def step_fn(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
@@ -94,11 +102,11 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, lr_fn: Callab
         params = new_state.params
 
         metrics = dict(metrics)
-        if rank_input is not None and rankme_every > 0:
-            # On the steps that complete a multiple of rankme_every (the loop logs those steps).
-            metrics["rankme"] = jax.lax.cond((state.step + 1) % rankme_every == 0,
-                                             lambda z: monitors.rankme(z.astype(jnp.float32)),
-                                             lambda z: jnp.float32(-1.0), rank_input)
+        if rank_input is not None and embed_rows > 0:
+            # A few rows per step, not RankMe of this batch: RankMe of B rows can never exceed B.
+            metrics[EMBED_PROJ] = rank_input[:embed_rows].astype(jnp.float32)
+            feats = out.feature_input if out.feature_input is not None else rank_input
+            metrics[EMBED_FEAT] = feats[:embed_rows].astype(jnp.float32)
         metrics.update(_group_norms(grads))
         metrics.update(loss=loss, grad_norm=grad_norm, param_norm=optax.global_norm(params),
                        lr=lr_fn(state.step), finite=finite)

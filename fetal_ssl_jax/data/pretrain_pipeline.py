@@ -76,8 +76,8 @@ class PretrainBatches:
             j = self.partner_index(i, rng) if self.ranges is not None else i
             img2 = img if j == i else decode_frame(self.src[j])["image"]
             for out, im in ((v1, img), (v2, img2)):
-                im = host_augment.maybe_rotate(im, rng, float(cfg.get("rotation", 0.0)))
-                crop = host_augment.random_resized_crop(im, size, rng, tuple(cfg.crop_scale), tuple(cfg.crop_ratio))
+                crop = host_augment.rotated_resized_crop(im, size, rng, float(cfg.get("rotation", 0.0)),
+                                                         tuple(cfg.crop_scale), tuple(cfg.crop_ratio))
                 out[r] = host_augment.maybe_flip(crop, rng, cfg.hflip)
             ids[r], idx1[r], idx2[r] = pos, i, j
         return {"view1": v1, "view2": v2, "sample_id": ids, "index": idx1, "index2": idx2}

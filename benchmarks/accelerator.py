@@ -153,8 +153,10 @@ def _host_state(abstract):
     return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
-def run_jax(batch: int, p: dict, smoke: bool, peak_tflops: float = 0.0) -> dict:
-    """One BarlowTwins step configuration, compiled and timed; the row of the JSON."""
+def run_jax(batch: int, p: dict, smoke: bool, peak_tflops: float = 0.0, views: str = "one_batch") -> dict:
+    """One BarlowTwins step configuration, compiled and timed; the row of the JSON. ``views='separate'``: the
+    two views as two forwards instead of one interleaved batch of 2B (``models.ops.Ops.views_as_one_batch``),
+    the measurement that decides which is the accelerator default."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -178,6 +180,9 @@ def run_jax(batch: int, p: dict, smoke: bool, peak_tflops: float = 0.0) -> dict:
     cfg.data.image_size = size
     cfg.train.update(batch_size=global_batch, steps=1000)
     method = registry.get_method(cfg)  # its backbone: fetal_ssl_jax.models.resnet.build_backbone(cfg.model)
+    if views == "separate" and hasattr(method, "ops"):  # read by the loss only, so set after construction
+        import dataclasses
+        method.ops = dataclasses.replace(method.ops, views_as_one_batch=False)
     tx, lr_fn = make_optimizer(cfg.optim, global_batch, 1000)
     mesh = mesh_lib.make_mesh()
     t0 = time.perf_counter()
@@ -214,7 +219,7 @@ def run_jax(batch: int, p: dict, smoke: bool, peak_tflops: float = 0.0) -> dict:
     mfu = flops / dt / peak if (flops and peak) else None
     return dict(part="jax", method="barlowtwins", arch=p["arch"], image_size=size, batch_per_device=batch,
                 global_batch=global_batch, devices=n_dev, dtype="bfloat16", optimizer="sgd",
-                ops=cfg.model.get("ops", "n/a"), step_ms=dt * 1e3, views_per_s=2 * global_batch / dt,
+                ops=cfg.model.get("ops", "n/a"), views=views, step_ms=dt * 1e3, views_per_s=2 * global_batch / dt,
                 images_per_s=global_batch / dt, compile_s=compile_s, init_s=init_s,
                 peak_device_mem_gb=peak_mem / 2**30 if peak_mem else None,
                 flops_per_step_per_device=flops, peak_flops_per_device=peak, mfu=mfu,
@@ -388,7 +393,7 @@ def child_main(a: argparse.Namespace) -> None:
     p = dict(p, size=a.size or p["size"], steps=a.steps or p["steps"], frame_size=a.frame_size or p["frame_size"],
              rotation=a.rotation, temporal_window=a.temporal_window)
     if a.part == "jax":
-        row = run_jax(a.batch, p, a.smoke, a.peak_tflops)
+        row = run_jax(a.batch, p, a.smoke, a.peak_tflops, a.views)
     elif a.part in ("torch-eager", "torch-compile"):
         row = run_torch(a.batch, p, a.part == "torch-compile")
     else:
@@ -425,6 +430,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--prefetch", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--config-dicts", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--views", default="one_batch", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     a.config_dicts = _ensure_ml_collections(a.stand_in_config)
     if a.child:
@@ -477,6 +483,9 @@ def main(argv: list[str] | None = None) -> dict:
     if "jax" in parts:
         for b in batches:
             add("jax", ["--batch", str(b), "--peak-tflops", str(a.peak_tflops)], f"batch {b}", jax_cap)
+        mid = batches[len(batches) // 2]  # the same step with the views as two forwards: which is faster here
+        add("jax", ["--batch", str(mid), "--peak-tflops", str(a.peak_tflops), "--views", "separate"],
+            f"batch {mid}, views separate", jax_cap)
     torch_missing = _have("torch")
     for mode in ("torch-eager", "torch-compile"):
         if mode not in parts:
@@ -520,8 +529,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     by = {}
     for r in out["rows"]:
-        if r["part"] in ("jax", "torch-eager", "torch-compile"):
+        if r["part"] in ("jax", "torch-eager", "torch-compile") and r.get("views", "one_batch") == "one_batch":
             by[(r["part"], r["batch_per_device"])] = r
+    for r in out["rows"]:
+        one = by.get(("jax", r.get("batch_per_device")))
+        if r["part"] == "jax" and r.get("views") == "separate" and one:
+            out["ratios"].append(dict(batch_per_device=r["batch_per_device"], versus="views separate",
+                                      one_batch_over_separate_views_per_s=one["views_per_s"] / r["views_per_s"]))
     for b in batches:
         j = by.get(("jax", b))
         for mode in ("torch-eager", "torch-compile"):

@@ -31,8 +31,11 @@ def test_smoke_runs_step_and_pipeline(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["smoke"] and res["backend"] == "cpu" and res["config_dicts"] == "stand-in"
-    rows = {r["part"]: r for r in res["rows"]}
+    rows = {r["part"]: r for r in res["rows"] if r.get("views", "one_batch") == "one_batch"}
     j = rows["jax"]
+    sep = [r for r in res["rows"] if r["part"] == "jax" and r.get("views") == "separate"]
+    assert len(sep) == 1 and sep[0]["finite"] and sep[0]["views_per_s"] > 0  # the same step, views as two forwards
+    assert [r["versus"] for r in res["ratios"]] == ["views separate"]
     assert j["finite"] and j["views_per_s"] > 0 and j["step_ms"] > 0 and j["compile_s"] > 0
     assert j["flops_per_step_per_device"] > 0 and j["dtype"] == "bfloat16"
     assert j["config_dicts"] == "stand-in"  # the step part ran without ml_collections

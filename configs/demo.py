@@ -13,11 +13,13 @@ from fetal_ssl_jax.experiments.grid import data_spec
 # ResNet-18 at half width, torchvision stem, 64 px: ~0.38 s per BarlowTwins step on 2 cores.
 # AdamW instead of BarlowTwins' LARS: LARS with trust 0.001 at batch 64 changes each weight by ~5e-5 of its
 # norm per step, so in a few hundred steps the encoder barely leaves its initialisation (probe F1 = random's).
-# The recipe replaces each method's optimizer whole: one LR for every parameter and a cosine to 0, whatever the
-# method's reference does with LARS (BarlowTwins' bias LR 0.024x, BarlowTwins/VICReg's end at 0.001x).
+# The recipe replaces each method's optimizer whole: one LR for every parameter, scaled linearly with the batch,
+# and a cosine to 0, whatever the method's reference does with LARS (BarlowTwins' bias LR 0.024x, the 0.001x end
+# of BarlowTwins/VICReg, SimCLR's square-root scaling, which would give AdamW 32x the LR at batch 64).
 PRETRAIN_OVERRIDES = ("--config.model.width=0.5", "--config.train.steps=800", "--config.train.batch_size=64",
                       "--config.optim.name=adamw", "--config.optim.base_lr=4e-3", "--config.optim.weight_decay=1e-4",
-                      "--config.optim.bias_lr_factor=1.0", "--config.optim.end_lr_factor=0.0",
+                      "--config.optim.lr_scaling=linear", "--config.optim.bias_lr_factor=1.0",
+                      "--config.optim.end_lr_factor=0.0",
                       "--config.train.ckpt_every=200", "--config.train.log_every=20")
 EVAL_OVERRIDES = ("--config.model.width=0.5",)  # random init gets the SSL encoder's architecture
 # Cheaper fine-tunes than configs/finetune.py:cpu (30 epochs, >= 100 steps, 25 validations; ~48 s per run

@@ -137,3 +137,21 @@ def test_cpu_grid_gives_equal_compute_budgets_and_shares_features(tmp_path):
     assert len(ev) == 8 * 3 * (2 + 3 + 3)
     cache = f"--config.data.feature_cache={tmp_path}/features"
     assert all((cache in j.args) == (j.info["protocol"] != "finetune") for j in ev)
+
+
+def test_cpu_grid_trains_every_method_with_one_optimizer_recipe(tmp_path):
+    """The CPU comparison replaces each method's optimizer whole (AdamW, one LR for all parameters, cosine to 0):
+    no method keeps a LARS-specific knob of its reference (BarlowTwins' bias LR, the 0.001x end)."""
+    cfg = _cfg("paper_grid.py:cpu")
+    seen = set()
+    for j in grid.expand(cfg, str(tmp_path)):
+        if j.kind != "pretrain":
+            continue
+        spec = j.args[j.args.index("--config") + 1]
+        overrides = [a for a in j.args if a.startswith("--config.") and not a.startswith("--config.data.store")
+                     and not a.startswith("--config.monitor.")]
+        c = configuration.load(spec, overrides)
+        o = c.optim
+        seen.add((o.name, float(o.base_lr), float(o.weight_decay), float(o.bias_lr_factor), float(o.end_lr_factor),
+                  o.get("lr_scaling", "linear"), int(c.train.batch_size), float(c.model.width)))
+    assert seen == {("adamw", 4e-3, 1e-4, 1.0, 0.0, "linear", 64, 0.5)}

@@ -29,7 +29,8 @@ def check_train(t: ml_collections.ConfigDict) -> None:
         if key in t and int(t[key]) < 0:
             raise ValueError(f"train.{key} must be >= 0, got {t[key]}")
     if "epochs" in t and int(t.steps) == 0 and not float(t.epochs) > 0:
-        raise ValueError(f"train.epochs must be > 0 (or set train.steps), got {t.epochs}")
+        raise ValueError(f"train.steps must be > 0, or 0 with train.epochs > 0 (steps from epochs); got steps=0, "
+                         f"epochs={t.epochs}")
 
 
 def check_optim(o: ml_collections.ConfigDict) -> None:

@@ -35,7 +35,7 @@ def test_smoke_runs_step_and_pipeline(tmp_path):
     j = rows["jax"]
     sep = [r for r in res["rows"] if r["part"] == "jax" and r.get("views") == "separate"]
     assert len(sep) == 1 and sep[0]["finite"] and sep[0]["views_per_s"] > 0  # the same step, views as two forwards
-    assert [r["versus"] for r in res["ratios"]] == ["views separate"]
+    assert "views separate" in [r["versus"] for r in res["ratios"]]
     assert j["finite"] and j["views_per_s"] > 0 and j["step_ms"] > 0 and j["compile_s"] > 0
     assert j["flops_per_step_per_device"] > 0 and j["dtype"] == "bfloat16"
     assert j["config_dicts"] == "stand-in"  # the step part ran without ml_collections

@@ -77,9 +77,10 @@ def test_moco_variants_trace(overrides):
     method = registry.get_method(cfg)
     x = jax.ShapeDtypeStruct((BATCH, 32, 32, 1), jnp.float32)
     params, bs, extra = jax.eval_shape(lambda r: method.init(r, jnp.zeros((2, 32, 32, 1))), jax.random.key(0))
-    loss, metrics, _, new_extra, _ = jax.eval_shape(
+    out = jax.eval_shape(
         lambda p, b, e, v1, v2: method.loss(p, b, e, {"view1": v1, "view2": v2}, jax.random.key(0), jnp.int32(3)),
         params, bs, extra, x, x)
+    loss, metrics, new_extra = out.loss, out.metrics, out.extra
     assert loss.shape == () and metrics["momentum"].shape == ()
     assert jax.tree.map(lambda a: a.shape, new_extra) == jax.tree.map(lambda a: a.shape, extra)
     if overrides.get("symmetric"):

@@ -73,7 +73,7 @@ def main() -> None:
             rank_times.append(time.perf_counter() - t)
     print(json.dumps(dict(
         config=args.config, arch=cfg.model.arch, width=float(cfg.model.width), image_size=size,
-        devices=jax.device_count(), bank=len(mon.bank_images), queries=len(mon.val_images),
+        devices=jax.device_count(), bank=mon.n_bank, queries=len(mon.images) - mon.n_bank,
         knn_setup_s=round(setup, 3), knn_first_call_s=round(first_s, 3),
         knn_call_s_median=round(float(np.median(times)), 3), knn_val_f1_random_init=round(first["knn_val_f1"], 4),
         rankme_rows=n, rankme_rows_per_step=rows, rankme_dims=[d_proj, d_feat],

@@ -92,10 +92,6 @@ class RankMeBuffer:
     def full(self) -> bool:
         return sum(int(z.shape[0]) for z in self._proj) >= self.size
 
-    def clear(self) -> None:
-        self._proj.clear()
-        self._feat.clear()
-
     def compute(self) -> dict[str, float]:
         """{'rankme': projector output's RankMe, 'rankme_feat': backbone features'}; {} until full."""
         if not self.full:

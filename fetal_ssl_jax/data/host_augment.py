@@ -37,7 +37,7 @@ def random_resized_crop(img: np.ndarray, size: int, rng: np.random.Generator,
 def rotated_resized_crop(img: np.ndarray, size: int, rng: np.random.Generator, max_degrees: float,
                          scale=(0.2, 1.0), ratio=(0.75, 1.3333)) -> np.ndarray:
     """``maybe_rotate`` then ``random_resized_crop`` as one affine resampling: the same random draws and the
-    same geometry, a third of the host time (PIL's rotation of the whole frame cost 3-4x the crop) and one
+    same geometry, 1.7-3x the views/s of rotating the whole frame first (single thread, 320 -> 256 px) and one
     bilinear interpolation instead of two. Without rotation it is ``random_resized_crop`` itself."""
     if max_degrees <= 0:
         return random_resized_crop(img, size, rng, scale, ratio)

@@ -80,7 +80,8 @@ class KnnMonitor:
             raise ValueError(f"{store.path}: monitor needs non-empty train and val splits")
         xb, self.bank_labels = store.load_split("train", train_idx)
         xq, self.val_labels = store.load_split("val", val_idx)
-        self.bank_images, self.val_images = to_size(xb, size), to_size(xq, size)
+        self.n_bank = len(xb)
+        self.images = np.concatenate([to_size(xb, size), to_size(xq, size)])  # bank then queries, one forward
         self.forward = features.ShardedForward(features.backbone_apply(build_backbone(cfg.model)),
                                                float(cfg.aug.mean), float(cfg.aug.std), int(m.batch_size), mesh)
 
@@ -94,9 +95,8 @@ class KnnMonitor:
 
     def evaluate(self, variables: Any) -> dict[str, float]:
         t0 = time.perf_counter()
-        images = np.concatenate([self.bank_images, self.val_images])
-        feats = self.forward(variables, images)
-        bank, queries = feats[:len(self.bank_images)], feats[len(self.bank_images):]
+        feats = self.forward(variables, self.images)
+        bank, queries = feats[:self.n_bank], feats[self.n_bank:]
         pred = knn_predict(bank, self.bank_labels, queries, len(self.classes), self.k, self.temperature)
         s = metrics_lib.summarize(self.val_labels, pred, self.classes)
         return {"knn_val_f1": s["macro_f1"], "knn_val_acc": s["accuracy"],

@@ -23,8 +23,8 @@ class MLP(nn.Module):
     """Dense -> [BN] -> ReLU for each hidden width, then Dense(out) -> optional BN.
 
     Hidden Dense layers drop their bias when followed by BN (it would be cancelled).
-    ``last_bn`` adds a BN on the output, without scale or shift unless ``last_bn_scale`` /
-    ``last_bn_shift`` (SimCLR-v2's reference keeps the scale only). The output is float32 whatever ``dtype`` is, so
+    ``last_bn`` adds a BN on the output, without shift, and without scale unless ``last_bn_scale``
+    (SimCLR-v2's reference keeps the scale only). The output is float32 whatever ``dtype`` is, so
     the losses see float32 embeddings.
     """
 
@@ -33,7 +33,6 @@ class MLP(nn.Module):
     use_bn: bool = True
     last_bn: bool = False
     last_bn_scale: bool = False
-    last_bn_shift: bool = False
     last_bias: bool = True
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
@@ -53,5 +52,5 @@ class MLP(nn.Module):
         x = nn.Dense(self.out, use_bias=self.last_bias and not self.last_bn, dtype=self.dtype,
                      name="dense_out")(x)
         if self.last_bn:
-            x = norm(use_scale=self.last_bn_scale, use_bias=self.last_bn_shift, name="bn_out")(x)
+            x = norm(use_scale=self.last_bn_scale, use_bias=False, name="bn_out")(x)
         return x.astype(jnp.promote_types(self.dtype, jnp.float32))  # float64 stays (test references)

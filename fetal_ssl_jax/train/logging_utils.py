@@ -53,8 +53,6 @@ class RunLogger:
         row = {"step": int(step)}
         for k, v in metrics.items():
             val = _scalar(v)
-            if k == "rankme" and val < 0:
-                continue
             row[k] = val if math.isfinite(val) else str(val)
         row["images_per_sec"] = rate
         row["time"] = now - self.t0

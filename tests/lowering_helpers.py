@@ -76,20 +76,12 @@ def _batch(pretrain: bool, global_batch: int, size: int, sharding) -> dict[str, 
     return {"image": images(), "label": ids(), "sample_id": ids()}  # data.labelled_pipeline
 
 
-def _embed_rows(cfg: ml_collections.ConfigDict, global_batch: int) -> int:
-    """``make_step_fn``'s ``embed_rows`` as ``train.loop.train_loop`` computes it (rows for its RankMe buffer)."""
-    from fetal_ssl_jax import monitors
-    every = int(cfg.train.get("rankme_every", 0))
-    if every <= 0:
-        return 0
-    return monitors.RankMeBuffer.rows_per_step(int(cfg.train.get("rankme_samples", 2048)), every, global_batch)
-
-
 def build_train_step(cfg: ml_collections.ConfigDict, mesh, global_batch: int, name: str = "",
                      pretrain: bool = True) -> Built:
     """The loop's step (``train.loop.train_loop``), jitted as the loop jits it, on abstract inputs."""
     from fetal_ssl_jax.methods.registry import get_method
     from fetal_ssl_jax.train import mesh as mesh_lib, step as step_lib
+    from fetal_ssl_jax.train.loop import compute_dtype, embed_rows
     from fetal_ssl_jax.train.optimizers import make_optimizer
 
     cfg.train.batch_size = int(global_batch)
@@ -99,13 +91,13 @@ def build_train_step(cfg: ml_collections.ConfigDict, mesh, global_batch: int, na
     method = get_method(cfg)
     total_steps = int(cfg.train.steps)
     tx, lr_fn = make_optimizer(cfg.optim, global_batch, total_steps)
-    dtype = jnp.bfloat16 if cfg.model.get("dtype", "float32") == "bfloat16" else jnp.float32  # as train_loop
+    dtype = compute_dtype(cfg)
     size = int(cfg.data.image_size)
     state = step_lib.abstract_state(method, tx, (2, size, size, 1), mesh)
     rep, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
     batch = _batch(pretrain, global_batch, size, data)
     rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=rep)
-    step_fn = step_lib.make_step_fn(method, tx, lr_fn, cfg.get("aug"), _embed_rows(cfg, global_batch), dtype,
+    step_fn = step_lib.make_step_fn(method, tx, lr_fn, cfg.get("aug"), embed_rows(cfg), dtype,
                                     int(cfg.train.get("debug_nan_step", -1)))
     grads_fn = step_lib.make_grads_fn(method, cfg.get("aug"), dtype)
 

@@ -71,6 +71,22 @@ def should_log(done: int, end: int, log_every: int, rankme_every: int = 0) -> bo
     return done % log_every == 0 or done == end or (rankme_every > 0 and done % rankme_every == 0)
 
 
+def embed_rows(cfg: ml_collections.ConfigDict) -> int:
+    """Rows of embeddings each step returns for the accumulated RankMe (``make_step_fn``'s ``embed_rows``);
+    0 when ``train.rankme_every`` is off."""
+    every, samples = int(cfg.train.get("rankme_every", 0)), int(cfg.train.get("rankme_samples", 2048))
+    if every <= 0:
+        return 0
+    if samples < 1:
+        raise ValueError(f"train.rankme_samples must be >= 1, got {samples}")
+    return monitors_lib.RankMeBuffer.rows_per_step(samples, every, int(cfg.train.batch_size))
+
+
+def compute_dtype(cfg: ml_collections.ConfigDict) -> Any:
+    """The step's compute dtype from ``model.dtype`` (already resolved from 'auto')."""
+    return jnp.bfloat16 if cfg.model.get("dtype", "float32") == "bfloat16" else jnp.float32
+
+
 def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, make_dataset: Callable[[int], Any], *,
                hooks: tuple[Callable[[int, Any, dict], None], ...] = (), init_fn: Callable[[Any], Any] | None = None,
                desc: str = "train", stop_after: int | None = None,
@@ -97,11 +113,7 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
     log_every, ckpt_every = int(cfg.train.log_every), int(cfg.train.ckpt_every)
     keep, progress = int(cfg.train.get("keep_checkpoints", 2)), bool(cfg.train.get("progress", True))
     rankme_every = int(cfg.train.get("rankme_every", 0))
-    rankme_samples = int(cfg.train.get("rankme_samples", 2048))
-    if rankme_every > 0 and rankme_samples < 1:
-        raise ValueError(f"train.rankme_samples must be >= 1, got {rankme_samples}")
-    embed_rows = (monitors_lib.RankMeBuffer.rows_per_step(rankme_samples, rankme_every, global_batch)
-                  if rankme_every > 0 else 0)
+    rankme_samples, rows = int(cfg.train.get("rankme_samples", 2048)), embed_rows(cfg)
     mesh = mesh_lib.make_mesh()
     mesh_lib.check_batch(global_batch)
     with contextlib.ExitStack() as stack:
@@ -109,7 +121,7 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
             stack.enter_context(WorkdirLock(workdir, desc))
         sigterm = stack.enter_context(_SigtermFlag())
         tx, lr_fn = make_optimizer(optim_cfg, global_batch, total_steps)
-        dtype = jnp.bfloat16 if cfg.model.get("dtype", "float32") == "bfloat16" else jnp.float32
+        dtype = compute_dtype(cfg)
         sample_shape = (2,) + tuple(image_shape)
         ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep, async_save=bool(cfg.train.get("async_checkpoint", True)))
         dataset = make_dataset(total_steps)
@@ -128,7 +140,7 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
             start = 0
         cfg_json = json.loads(cfg.to_json_best_effort())
 
-        step_fn = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, aug_cfg, embed_rows, dtype,
+        step_fn = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, aug_cfg, rows, dtype,
                                                         int(cfg.train.get('debug_nan_step', -1))), mesh)
         step_rng = jax.random.fold_in(root, 1)
         logger = RunLogger(workdir, total_steps, start, progress=progress, desc=desc)
@@ -136,7 +148,7 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
         last: dict[str, float] = {}
         end = total_steps if stop_after is None else min(total_steps, stop_after)
         pending = None  # (step, metrics) of the previous step, checked one step late to keep dispatch async
-        rank_buffer = monitors_lib.RankMeBuffer(rankme_samples, embed_rows) if embed_rows else None
+        rank_buffer = monitors_lib.RankMeBuffer(rankme_samples, rows) if rows else None
         try:
             for step in range(start, end):
                 batch = mesh_lib.to_global(next(data_iter), mesh)

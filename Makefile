@@ -10,6 +10,8 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed-$(PLATFORM)
 TEST_STAMP := $(VENV)/.installed-test
+# 2 workers (2-core CI); tests marked xdist_group("...") share a worker, so an expensive module fixture is built once.
+PYTEST   := $(PY) -m pytest -n 2 --dist loadgroup
 REQS_cpu  := requirements.txt requirements-cpu-fast.txt
 REQS_cuda := requirements-cuda.txt
 REQS_tpu  := requirements-tpu.txt
@@ -40,13 +42,13 @@ demo: $(STAMP)
 	$(PY) launch.py demo --workdir $(or $(WORKDIR),runs/demo)
 
 test: $(TEST_STAMP)
-	$(PY) -m pytest -n 2 --durations=15 -m "not extended" tests
+	$(PYTEST) --durations=15 -m "not extended" tests
 
 test-extended: $(TEST_STAMP)
-	$(PY) -m pytest -n 2 --durations=15 -m extended tests
+	$(PYTEST) --durations=15 -m extended tests
 
 test-fast: $(TEST_STAMP)
-	$(PY) -m pytest -n 2 -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 # The suite under the other convolution configurations (every test must pass under each):
 #   test-xla       XLA's own convolutions (FETAL_SSL_JAX_CONV=xla)
@@ -55,14 +57,14 @@ test-fast: $(TEST_STAMP)
 # test-conv-paths: the CI-cheap version, only the tests marked conv_paths, under the first two.
 NOKERNEL_ENV = CXX=/nonexistent/c++ FETAL_SSL_JAX_KERNEL_DIR=$$(mktemp -d)
 test-xla: $(TEST_STAMP)
-	FETAL_SSL_JAX_CONV=xla $(PY) -m pytest -n 2 --durations=15 -m "not extended" tests
+	FETAL_SSL_JAX_CONV=xla $(PYTEST) --durations=15 -m "not extended" tests
 test-nokernel: $(TEST_STAMP)
-	$(NOKERNEL_ENV) $(PY) -m pytest -n 2 --durations=15 -m "not extended" tests
+	$(NOKERNEL_ENV) $(PYTEST) --durations=15 -m "not extended" tests
 test-avx2: $(TEST_STAMP)
-	ONEDNN_MAX_CPU_ISA=AVX2 XLA_FLAGS="$(XLA_FLAGS) --xla_cpu_max_isa=AVX2" $(PY) -m pytest -n 2 --durations=15 -m "not extended" tests
+	ONEDNN_MAX_CPU_ISA=AVX2 XLA_FLAGS="$(XLA_FLAGS) --xla_cpu_max_isa=AVX2" $(PYTEST) --durations=15 -m "not extended" tests
 test-conv-paths: $(TEST_STAMP)
-	FETAL_SSL_JAX_CONV=xla $(PY) -m pytest -n 2 -m conv_paths tests
-	$(NOKERNEL_ENV) $(PY) -m pytest -n 2 -m conv_paths -rs tests
+	FETAL_SSL_JAX_CONV=xla $(PYTEST) -m conv_paths tests
+	$(NOKERNEL_ENV) $(PYTEST) -m conv_paths -rs tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_step.py

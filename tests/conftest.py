@@ -12,3 +12,15 @@ from xla_env import xla_flags_with_devices  # noqa: E402  (before JAX is importe
 os.environ["XLA_FLAGS"] = xla_flags_with_devices(4, os.environ.get("XLA_FLAGS", ""))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# One persistent XLA compilation cache for the whole suite: both pytest workers and every CLI subprocess
+# (they inherit this environment). Most tests build their jitted functions afresh (a new closure per call of
+# pretrain(), fine-tune, ...), so without it JAX recompiles programs it compiled a test earlier; with it a
+# repeated program is loaded (its tracing and lowering still run). Capped so a developer's /tmp does not grow
+# without bound (least recently used entries go first).
+from engine_helpers import JIT_CACHE  # noqa: E402
+
+for _key, _value in (("JAX_COMPILATION_CACHE_DIR", JIT_CACHE), ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
+                     ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0"),
+                     ("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))):
+    os.environ.setdefault(_key, _value)

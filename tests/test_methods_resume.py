@@ -51,9 +51,7 @@ def test_moco_queue_survives_sigkill_and_resume(tmp_path):
     config = os.path.join(ROOT, "configs", "moco.py:tiny")
     overrides = [f"--config.train.steps={STEPS}", f"--config.train.ckpt_every={CKPT_EVERY}",
                  "--config.train.log_every=1", f"--config.data.store={store}", "--config.data.temporal_window=2"]
-    env = env_with_devices(1)
-    env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    env = env_with_devices(1)  # the suite's compilation cache: the killed run and the rerun load what `full` compiled
 
     def cmd(workdir: str) -> list[str]:
         return launch_cmd("pretrain", "--config", config, "--workdir", workdir, *overrides)

@@ -41,11 +41,8 @@ FT = ["finetune", "--config", os.path.join(ROOT, "configs/finetune.py:tiny"), "-
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    e = env_with_devices(1)
-    e.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    return e
+def env():
+    return env_with_devices(1)  # with the suite's compilation cache (tests/engine_helpers.JIT_CACHE)
 
 
 def _run(env, args, fault="none", timeout=400):

@@ -99,15 +99,15 @@ def encoder_features(cfg, workdir: str, store, init, subset, progress: bool = Fa
     and the whole train split is extracted once, each subset taking its rows: the probes and kNN runs of one
     encoder over every fraction and seed then make one forward pass over the store between them.
     """
-    from fetal_ssl_jax.models import build_backbone
+    from fetal_ssl_jax.models import build_backbone, initialise
 
     model = build_backbone(init.model_cfg)
     size = int(init.image_size)
     if init.variables is not None:
         variables = init.variables
     else:
-        variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 1)), train=False))(
-            jax.random.key(int(cfg.seed)))
+        variables = initialise.run_init(lambda k: model.init(k, jnp.zeros((1, size, size, 1)), train=False),
+                                        jax.random.key(int(cfg.seed)))
         variables = jax.tree.map(np.asarray, dict(variables))
     forward = ShardedForward(backbone_apply(model), init.mean, init.std, int(cfg.data.eval_batch_size))
     base = dict(init=init.identity(), model=init.model_cfg.to_dict(), size=size, mean=init.mean, std=init.std,

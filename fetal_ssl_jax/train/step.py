@@ -16,6 +16,7 @@ import ml_collections
 import optax
 
 from fetal_ssl_jax.methods.base import Method
+from fetal_ssl_jax.models import initialise
 from fetal_ssl_jax.train import augment, mesh as mesh_lib
 from fetal_ssl_jax.train.state import TrainState
 
@@ -130,10 +131,11 @@ def create_state(method: Method, tx: optax.GradientTransformation, rng: jax.Arra
 
 def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array, sample_shape: tuple,
                mesh) -> TrainState:
-    """Initialises the state directly into its (replicated) sharding."""
+    """Initialises the state directly into its (replicated) sharding (compiled as an initialiser:
+    ``models.initialise``)."""
     sample = jnp.zeros(sample_shape, jnp.float32)
-    fn = jax.jit(lambda r: create_state(method, tx, r, sample), out_shardings=mesh_lib.replicated(mesh))
-    return fn(rng)
+    return initialise.run_init(lambda r: create_state(method, tx, r, sample), rng,
+                               out_shardings=mesh_lib.replicated(mesh))
 
 
 def abstract_state(method: Method, tx: optax.GradientTransformation, sample_shape: tuple, mesh) -> TrainState:

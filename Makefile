@@ -10,8 +10,9 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed-$(PLATFORM)
 TEST_STAMP := $(VENV)/.installed-test
-# 2 workers (2-core CI); tests marked xdist_group("...") share a worker, so an expensive module fixture is built once.
-PYTEST   := $(PY) -m pytest -n 2 --dist loadgroup
+# 2 workers (2-core CI), one test module per worker at a time (--dist loadfile): a module fixture (a baseline run,
+# the lowering checks) is built once, not once per worker.
+PYTEST   := $(PY) -m pytest -n 2 --dist loadfile
 REQS_cpu  := requirements.txt requirements-cpu-fast.txt
 REQS_cuda := requirements-cuda.txt
 REQS_tpu  := requirements-tpu.txt

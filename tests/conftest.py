@@ -16,11 +16,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One persistent XLA compilation cache for the whole suite: both pytest workers and every CLI subprocess
 # (they inherit this environment). Most tests build their jitted functions afresh (a new closure per call of
 # pretrain(), fine-tune, ...), so without it JAX recompiles programs it compiled a test earlier; with it a
-# repeated program is loaded (its tracing and lowering still run). Capped so a developer's /tmp does not grow
-# without bound (least recently used entries go first).
+# repeated program is loaded (its tracing and lowering still run). A CLI subprocess caches every program, however
+# small (tests/engine_helpers.env_with_devices); the pytest workers only those that took 0.3 s or more to compile:
+# their thousands of eager ops stay in the worker's in-memory cache, no need to write each to disk.
 from engine_helpers import JIT_CACHE  # noqa: E402
 
 for _key, _value in (("JAX_COMPILATION_CACHE_DIR", JIT_CACHE), ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
-                     ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0"),
-                     ("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))):
+                     ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")):
     os.environ.setdefault(_key, _value)
+
+import jax  # noqa: E402
+
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  max(0.3, float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])))

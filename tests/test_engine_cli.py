@@ -1,4 +1,5 @@
-"""Pretraining through the CLI: device-count invariance, exact SIGKILL resume, 2-process jax.distributed."""
+"""Pretraining through the CLI: device-count invariance, exact SIGKILL resume, 2-process jax.distributed (the
+sweep's emitted multi-host line)."""
 from __future__ import annotations
 
 import os
@@ -104,33 +105,66 @@ def test_sigkill_and_rerun_equals_uninterrupted(baseline, tmp_path):
 
 
 @pytest.mark.conv_paths
-def test_two_processes_match_one_process_four_devices(baseline, tmp_path):
-    wd, port = str(tmp_path), free_port()
-    procs = [subprocess.Popen(launch_cmd("pretrain", *ARGS, "--workdir", wd, "--coordinator", f"127.0.0.1:{port}",
-                                         "--num-processes", "2", "--process-id", str(i)),
-                              env=env_with_devices(2), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
+def test_emitted_two_process_job_matches_one_process_four_devices(baseline, frame_store, tmp_path):
+    """The sweep's multi-host pretraining line (``--emit commands``, 2 processes x 2 fake CPU devices through
+    jax.distributed) trains what one process on 4 devices trains: one 2-process run checks both the emitted
+    command and the cross-process all-reduce (its pretrain overrides are this module's ARGS)."""
+    sweep = str(tmp_path / "sweep")
+    overrides = tuple(a for a in ARGS[2:] if not a.startswith("--config.data.store="))
+    run_launch(["sweep", "--grid", "configs/paper_grid.py:tiny", "--workdir", sweep, "--emit", "commands",
+                "--only", "pretrain/*", "--config.methods=('barlowtwins',)",
+                f"--config.frame_data.main.store={frame_store}", "--config.pretrain_processes=2",
+                f"--config.pretrain_overrides={overrides!r}"])
+    lines = open(os.path.join(sweep, "commands.txt")).read().splitlines()
+    assert len(lines) == 1 and '--coordinator "${COORDINATOR}"' in lines[0] and "--num-processes 2" in lines[0]
+    coord = f"127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen(["bash", "-c", lines[0]], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=dict(env_with_devices(2), COORDINATOR=coord, PROCESS_ID=str(i)))
              for i in range(2)]
     outs = [p.communicate(timeout=400)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-4000:]
+    wd = os.path.join(sweep, "pretrain", "barlowtwins")
+    log = open(os.path.join(sweep, "logs", "pretrain__barlowtwins.p0.log")).read()
+    assert os.path.exists(os.path.join(sweep, "logs", "pretrain__barlowtwins.p1.log"))
+    assert f"pretrain barlowtwins: {STEPS} steps" in log, log[-3000:]
+    assert os.path.exists(os.path.join(wd, "encoder", "encoder.json"))
+    import json
+    steps = [json.loads(x)["step"] for x in open(os.path.join(wd, "metrics.jsonl"))]
+    assert steps == list(range(1, STEPS + 1))  # written once, by process 0
     a, b = losses_by_step(baseline), losses_by_step(wd)
     # Same 4 shards either way, but the cross-process all-reduce sums in another order than the in-process
     # one; with XLA's convolutions that drifted 1e-3 by step 6 (2e-5 at step 5, 4e-7 at step 4), so the
     # comparison covers the steps before any such drift (COMPARE_XLA), whichever kernels run.
     steps = sorted(a)[:COMPARE_XLA]
     np.testing.assert_allclose([b[s] for s in steps], [a[s] for s in steps], rtol=1e-4)
+    # the line is idempotent: a rerun on a finished job returns at once
+    t = time.time()
+    assert subprocess.run(["bash", "-c", lines[0]], cwd=ROOT, env=env_with_devices(1)).returncode == 0
+    assert time.time() - t < 2
+
+
+def test_another_seed_trains_another_run(baseline, tmp_path):
+    """--config.seed changes the initialisation, augmentation and data order (runtime inputs: the programs are
+    the baseline's, loaded from the compilation cache). Same seed, same run: the two resume tests above."""
+    run_launch(["pretrain", *ARGS, "--workdir", str(tmp_path), "--config.seed=1"], devices=4)
+    a, b = losses_by_step(baseline), losses_by_step(str(tmp_path))
+    assert sorted(a) == sorted(b) and all(a[s] != b[s] for s in a)
+    assert any(not np.array_equal(x, y) for x, y in zip(encoder_leaves(baseline), encoder_leaves(str(tmp_path))))
 
 
 def test_injected_nan_stops_with_message_and_keeps_checkpoint(tmp_path):
+    # 4 devices, as the baseline: only the step with the injected NaN is a new program (init and the rerun's
+    # step come from the compilation cache).
     wd = str(tmp_path)
-    p = run_launch(["pretrain", *ARGS, "--workdir", wd, "--config.train.debug_nan_step=5"], devices=1, check=False)
+    p = run_launch(["pretrain", *ARGS, "--workdir", wd, "--config.train.debug_nan_step=5"], devices=4, check=False)
     assert p.returncode == 3, p.stderr[-3000:]
     assert "non-finite values at step 6" in p.stderr and "loss" in p.stderr
+    assert "--config.optim.base_lr" in p.stderr  # the message says how to continue
     assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["4"]
-    # the rerun (NaN injection off, lower LR) continues from the last good checkpoint
-    p = run_launch(["pretrain", *ARGS, "--workdir", wd, "--config.optim.base_lr=0.01"], devices=1)
-    assert min(losses_by_step(wd)) >= 1
+    # the rerun (NaN injection off) continues from the last good checkpoint, to the uninterrupted run's end
+    run_launch(["pretrain", *ARGS, "--workdir", wd], devices=4)
+    assert sorted(losses_by_step(wd)) == list(range(1, STEPS + 1)) and min(losses_by_step(wd).values()) >= 1
     assert os.path.exists(os.path.join(wd, "encoder", "encoder.json"))
 
 

@@ -77,10 +77,6 @@ DEVICES = 8
 PER_DEVICE_BATCH = 64
 MESH = AbstractMesh((DEVICES,), ("data",))
 
-# Every test here reads the module fixture ``lowered`` (~40-60 s to build): one xdist worker runs them all, so
-# it is built once (`make test` runs pytest with ``--dist loadgroup``).
-pytestmark = pytest.mark.xdist_group("export_lowering")
-
 OP = re.compile(r"\bstablehlo\.(convolution|dot_general|custom_call)\b")
 TARGET = re.compile(r"stablehlo\.custom_call @([\w.$-]+)")
 BF16_CONV = re.compile(r"stablehlo\.convolution\([^)]*\)[^\n]*:\s*\(tensor<[^>]*xbf16>")

@@ -1,13 +1,13 @@
 """Reliability (issue 8): kill anywhere, preemption, full disk, determinism.
 
-Fine-tuning, pretraining and probing run as subprocesses of launch.py, sharing one JAX
+Fine-tuning and probing run as subprocesses of launch.py, sharing the suite's JAX
 compilation cache (only the first run of each protocol compiles) and one uninterrupted
 baseline per protocol. Faults are injected at exact points by tests/reliability_faults.py
 (a SIGKILL while a checkpoint is complete but not yet renamed, while the selected model is
 replaced, while the final encoder is written; a SIGTERM after a step; a full disk during a
 checkpoint write), so every run of this test kills at the same place.
 
-Covered elsewhere: SIGKILL/SIGTERM resume and NaN of pretraining (tests/test_engine_cli.py),
+Covered elsewhere: SIGKILL/SIGTERM resume, NaN, determinism and seeds of pretraining (tests/test_engine_cli.py),
 SIGKILL of `prepare frames` (tests/test_data_prep_frames.py::test_kill_and_rerun_is_identical),
 the MoCo queue across a SIGKILL (tests/test_methods_resume.py).
 """
@@ -149,35 +149,19 @@ def test_finetune_killed_preempted_and_out_of_space_then_rerun_equals_uninterrup
     assert logged == losses_by_step(ft_baseline)
 
 
-def test_finetune_is_deterministic_and_seed_matters(env, ft_args, ft_baseline, tmp_path):
-    again, other = str(tmp_path / "again"), str(tmp_path / "seed2")
-    _ok(_run(env, ft_args + ["--workdir", again]))
-    _same_result(ft_baseline, again)
+def test_finetune_seed_matters(env, ft_args, ft_baseline, tmp_path):
+    """Determinism (the same command twice gives the same result) is the fault test's last assertion: its
+    workdir went through five faults and still equals the uninterrupted baseline bit for bit."""
+    other = str(tmp_path / "seed2")
     _ok(_run(env, ft_args + ["--workdir", other, "--config.seed=2"]))  # FT itself uses seed 1
     a, b = _metrics(ft_baseline), _metrics(other)
-    assert b["seed"] == 2
+    assert b["seed"] == 2 and a["seed"] == 1
     assert losses_by_step(ft_baseline) != losses_by_step(other)
     assert a["val_history"] != b["val_history"] or a["test"] != b["test"]
 
 
-PRE = ["pretrain", "--config", os.path.join(ROOT, "configs/simclr.py:tiny"), "--config.train.steps=3",
-       "--config.train.log_every=1", "--config.train.ckpt_every=3", "--config.train.rankme_every=0"]
-
-
-def test_pretrain_is_deterministic_and_seed_matters(env, tmp_path):
-    from fetal_ssl_jax.data.synthetic_store import ensure_synthetic_store
-    store = str(tmp_path / "frames")  # one store for all three runs: only the training seed differs
-    ensure_synthetic_store(store, num_videos=4, frames=16, size=32, seed=0)
-    runs = {}
-    for name, extra in (("a", []), ("b", []), ("seed1", ["--config.seed=1"])):
-        wd = str(tmp_path / name)
-        _ok(_run(env, PRE + ["--workdir", wd, f"--config.data.store={store}"] + extra))
-        runs[name] = wd
-    a, b, c = (losses_by_step(runs[k]) for k in ("a", "b", "seed1"))
-    assert a == b and sorted(a) == [1, 2, 3]
-    for x, y in zip(encoder_leaves(runs["a"]), encoder_leaves(runs["b"])):
-        np.testing.assert_array_equal(x, y)
-    assert all(a[s] != c[s] for s in a)
+# Pretraining: determinism (two runs bit-identical, losses and encoder) and "another seed, another run" are
+# tests/test_engine_cli.py's (test_sigkill_and_rerun_equals_uninterrupted, test_another_seed_trains_another_run).
 
 
 def test_probe_is_deterministic_and_seed_matters(env, labelled, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import launch
-from fetal_ssl_jax.models import build_backbone
+from fetal_ssl_jax.models import build_backbone, initialise
 from fetal_ssl_jax.train import encoder_io
 
 TINY = dict(arch="resnet18", width=0.125, small_stem=True, zero_init_residual=False, dtype="float32")
@@ -27,7 +27,7 @@ def tiny_store(tmp_path_factory):
 def _random_variables(seed=0):
     """A tiny backbone with non-trivial BN running statistics (as after pretraining)."""
     model = build_backbone(ml_collections.ConfigDict(TINY))
-    v = model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 1)), train=False)
+    v = initialise.run_init(lambda k: model.init(k, jnp.zeros((1, 32, 32, 1)), train=False), jax.random.key(seed))
     rng = np.random.default_rng(seed)
     stats = jax.tree.map(lambda a: np.asarray(a) + rng.uniform(0.1, 0.5, a.shape).astype(np.float32),
                          v["batch_stats"])

@@ -15,7 +15,7 @@ from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fetal_ssl_jax.kernels import onednn
-from fetal_ssl_jax.models import ops as ops_lib
+from fetal_ssl_jax.models import initialise, ops as ops_lib
 from fetal_ssl_jax.models import resnet
 from fetal_ssl_jax.models.conv import Conv
 from fetal_ssl_jax.train import mesh as mesh_lib
@@ -135,10 +135,9 @@ def test_four_devices_run_per_shard_and_match_one_device():
     np.testing.assert_allclose(dw4, dw1, rtol=1e-5, atol=1e-4)
 
 
-def _resnet_loss_and_grads(x, dtype=jnp.float32, onednn_convs=True):
+def _resnet_loss_and_grads(x, v, dtype=jnp.float32, onednn_convs=True):
     fast = ops_lib.resolve("cpu_fast")
     model = resnet.ResNet18(width=0.125, dtype=dtype, ops=dataclasses.replace(fast, onednn=onednn_convs))
-    v = model.init(jax.random.key(0), jnp.zeros((2, *x.shape[1:]), jnp.float32), train=True)
     if dtype == jnp.float64:
         v, x = to_float64((v, x))
 
@@ -155,10 +154,12 @@ def _resnet_loss_and_grads(x, dtype=jnp.float32, onednn_convs=True):
 # (tests/float_reference.py); a wrong stride, padding or layout would be off by O(1).
 def test_resnet_same_with_onednn_and_xla():
     x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 32, 32, 1)).astype(np.float32))
-    ours = _resnet_loss_and_grads(x)
-    theirs = _resnet_loss_and_grads(x, onednn_convs=False)
+    model = resnet.ResNet18(width=0.125)  # one initialisation (jitted: op by op it compiles every op) for all three
+    v = initialise.run_init(lambda k: model.init(k, jnp.zeros((2, 32, 32, 1)), train=True), jax.random.key(0))
+    ours = _resnet_loss_and_grads(x, v)
+    theirs = _resnet_loss_and_grads(x, v, onednn_convs=False)
     with jax.enable_x64(True):
-        ref = _resnet_loss_and_grads(x, jnp.float64, onednn_convs=False)
+        ref = _resnet_loss_and_grads(x, v, jnp.float64, onednn_convs=False)
     assert_as_accurate(ours, theirs, ref, "ResNet-18 loss and gradients with oneDNN convolutions")
 
 

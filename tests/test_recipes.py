@@ -16,6 +16,7 @@ import pytest
 from fetal_ssl_jax import configuration
 from fetal_ssl_jax.experiments import grid, jobs as jobs_lib
 from fetal_ssl_jax.methods import registry
+from fetal_ssl_jax.models import initialise
 from fetal_ssl_jax.train import optimizers
 from fetal_ssl_jax.train.pretrain import resolve_epochs
 
@@ -94,7 +95,7 @@ def _simclr(ops: str):
     cfg = _cfg("simclr.py:tiny", f"--config.model.ops={ops}")
     method = registry.get_method(cfg)
     x = jax.random.uniform(jax.random.key(1), (2, 8, 32, 32, 1))
-    params, stats, extra = method.init(jax.random.key(0), x[0])
+    params, stats, extra = initialise.run_init(lambda k: method.init(k, x[0]), jax.random.key(0))
     return method, params, stats, extra, x[0], x[1]
 
 

@@ -52,11 +52,12 @@ def features(model_cfg: Any, variables: dict[str, Any] | None, images: np.ndarra
     import jax.numpy as jnp
     from fetal_ssl_jax.data.host_augment import to_size
     from fetal_ssl_jax.evaluate.features import ShardedForward, backbone_apply
-    from fetal_ssl_jax.models import build_backbone
+    from fetal_ssl_jax.models import build_backbone, initialise
 
     model = build_backbone(model_cfg)
-    if variables is None:
-        variables = model.init(jax.random.key(seed), jnp.zeros((1, size, size, 1)), train=False)
+    if variables is None:  # jitted: initialising a ResNet op by op compiles every op on its own
+        variables = initialise.run_init(lambda k: model.init(k, jnp.zeros((1, size, size, 1)), train=False),
+                                        jax.random.key(seed))
     forward = ShardedForward(backbone_apply(model), mean, std, batch)
     return np.asarray(forward(variables, to_size(images, size)), np.float32)
 

@@ -10,9 +10,9 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed-$(PLATFORM)
 TEST_STAMP := $(VENV)/.installed-test
-# 2 workers (2-core CI), one test module per worker at a time (--dist loadfile): a module fixture (a baseline run,
-# the lowering checks) is built once, not once per worker.
-PYTEST   := $(PY) -m pytest -n 2 --dist loadfile
+# 2 workers (2-core CI); tests/conftest.py keeps the tests of a module with an expensive module fixture on one
+# worker (pytest_xdist_make_scheduler), so that fixture is built once.
+PYTEST   := $(PY) -m pytest -n 2
 REQS_cpu  := requirements.txt requirements-cpu-fast.txt
 REQS_cuda := requirements-cuda.txt
 REQS_tpu  := requirements-tpu.txt

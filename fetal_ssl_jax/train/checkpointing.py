@@ -14,7 +14,8 @@ from typing import Any
 import grain
 import jax
 import orbax.checkpoint as ocp
-from orbax.checkpoint._src.metadata import array_metadata_store
+from orbax.checkpoint._src.metadata import array_metadata_store  # orbax's own default handler's store
+from orbax.checkpoint._src.serialization import type_handler_registry
 
 from fetal_ssl_jax.errors import WriteFailed, is_write_error, reason
 
@@ -25,10 +26,10 @@ from fetal_ssl_jax.errors import WriteFailed, is_write_error, reason
 # one replica; bigger ones (a ResNet-50's large kernels and their optimizer moments) are still written in
 # parallel. The same handler otherwise as orbax registers (its array metadata store).
 MIN_BYTES_PER_REPLICA_SLICE = 1 << 20
-ocp.type_handlers.register_type_handler(
+type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(  # orbax's public register_type_handler logs a warning
     jax.Array, ocp.type_handlers.ArrayHandler(array_metadata_store=array_metadata_store.Store(),
                                               min_slice_bytes_for_replica_parallel=MIN_BYTES_PER_REPLICA_SLICE),
-    override=True)
+    override=True, ignore_warnings=True)
 
 
 class Checkpointer:

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
@@ -15,18 +14,10 @@ from xla_env import xla_flags_with_devices
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# One persistent XLA compilation cache for the CLI runs of a test session: the same program
-# (same config, same device count) is compiled once, later runs load it.
-JIT_CACHE = os.path.join(tempfile.gettempdir(), f"fetal-ssl-jax-test-jitcache-{os.getuid()}")
-
-
 def env_with_devices(n: int) -> dict[str, str]:
+    """The test session's environment (with its compilation cache, tests/conftest.py) for a CLI run on n fake
+    CPU devices."""
     env = dict(os.environ)
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", JIT_CACHE)
-    # Every program, however small: a tiny CLI run compiles ~70 (the step, init, metrics, checkpoint helpers);
-    # caching the sub-second ones too cut a warm run from 10.1 to 8.4 s (2-core AMD EPYC).
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     env["XLA_FLAGS"] = xla_flags_with_devices(n, os.environ.get("XLA_FLAGS", ""))
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONUNBUFFERED"] = "1"

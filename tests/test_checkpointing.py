@@ -16,7 +16,7 @@ from fetal_ssl_jax.train.checkpointing import MIN_BYTES_PER_REPLICA_SLICE, Check
 def test_small_arrays_saved_whole_big_ones_over_replicas(tmp_path, monkeypatch):
     mesh = mesh_lib.make_mesh(4)
     rep = mesh_lib.replicated(mesh)
-    n_big = 4 * MIN_BYTES_PER_REPLICA_SLICE // 4  # float32 elements: exactly the threshold per replica on 4
+    n_big = MIN_BYTES_PER_REPLICA_SLICE  # float32 elements: 4x the threshold in bytes, exactly it per replica
     state = {"small": jax.device_put(jnp.arange(1000, dtype=jnp.float32), rep),
              "big": jax.device_put(jnp.arange(n_big, dtype=jnp.float32).reshape(1024, -1), rep)}
     seen = {}

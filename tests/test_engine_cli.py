@@ -2,6 +2,7 @@
 sweep's emitted multi-host line)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -54,7 +55,6 @@ def test_metrics_and_encoder_written(baseline):
     losses = losses_by_step(baseline)
     assert sorted(losses) == list(range(1, STEPS + 1))
     assert all(np.isfinite(v) for v in losses.values())
-    import json
     rows = [json.loads(l) for l in open(os.path.join(baseline, "metrics.jsonl"))]
     for key in ("loss", "on_diag", "off_diag", "lr", "images_per_sec", "embedding_std", "grad_norm"):
         assert key in rows[-1], key
@@ -129,7 +129,6 @@ def test_emitted_two_process_job_matches_one_process_four_devices(baseline, fram
     assert os.path.exists(os.path.join(sweep, "logs", "pretrain__barlowtwins.p1.log"))
     assert f"pretrain barlowtwins: {STEPS} steps" in log, log[-3000:]
     assert os.path.exists(os.path.join(wd, "encoder", "encoder.json"))
-    import json
     steps = [json.loads(x)["step"] for x in open(os.path.join(wd, "metrics.jsonl"))]
     assert steps == list(range(1, STEPS + 1))  # written once, by process 0
     a, b = losses_by_step(baseline), losses_by_step(wd)

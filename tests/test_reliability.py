@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import pytest
 
-from engine_helpers import ROOT, encoder_leaves, env_with_devices, launch_cmd, losses_by_step
+from engine_helpers import ROOT, encoder_leaves, env_with_devices, losses_by_step
 
 FAULTS = os.path.join(ROOT, "tests", "reliability_faults.py")
 FT_STEPS = 24
@@ -42,7 +42,7 @@ FT = ["finetune", "--config", os.path.join(ROOT, "configs/finetune.py:tiny"), "-
 
 @pytest.fixture(scope="module")
 def env():
-    return env_with_devices(1)  # with the suite's compilation cache (tests/engine_helpers.JIT_CACHE)
+    return env_with_devices(1)  # with the suite's compilation cache (tests/conftest.py)
 
 
 def _run(env, args, fault="none", timeout=400):

@@ -38,7 +38,8 @@ def rotated_resized_crop(img: np.ndarray, size: int, rng: np.random.Generator, m
                          scale=(0.2, 1.0), ratio=(0.75, 1.3333)) -> np.ndarray:
     """``maybe_rotate`` then ``random_resized_crop`` as one affine resampling: the same random draws and the
     same geometry, one bilinear interpolation instead of two, and a faster pipeline (rotation 15 deg, 320 -> 256
-    px, one core: ~840 -> 1,463 views/s, ``benchmarks/accelerator.py --full --parts pipeline``). Without rotation it is ``random_resized_crop`` itself."""
+    px, one core: ~840 -> 1,463 views/s, ``benchmarks/accelerator.py --full --parts pipeline``). Without
+    rotation it is ``random_resized_crop`` itself."""
     if max_degrees <= 0:
         return random_resized_crop(img, size, rng, scale, ratio)
     angle = float(rng.uniform(-max_degrees, max_degrees))

@@ -1,11 +1,12 @@
 """Compiling the initialisers: programs that run once per run, so their compile time is all they cost.
 
-A model's random initialisation is one jitted program of a few thousand threefry and erf-inverse ops. XLA:CPU
-spends most of its compile time on backend optimisation passes that only make a program run faster, which an
-initialiser (a few milliseconds, once) does not need: at ``xla_backend_optimization_level=0`` a tiny
-ResNet-18 train state compiles and runs in 1.5-1.8 s instead of 5.6-5.9 s (BarlowTwins, BYOL, SimCLR states;
-``python benchmarks/init_compile.py`` on a 2-core AMD EPYC; op by op, the bare backbone alone took 8.0 s). The values stay a function of the seed alone; they may differ from the optimised program's in the
-last bits (fused multiply-adds), never from run to run. GPUs and TPUs compile it as any other program.
+A model's random initialisation is one jitted program of random draws (threefry, a truncated normal's inverse
+erf) for every parameter. XLA:CPU spends most of its compile time on backend optimisation passes that only make
+a program run faster, which an initialiser (a few milliseconds, once) does not need: at
+``xla_backend_optimization_level=0`` a tiny ResNet-18 train state compiles and runs in 1.5-1.8 s instead of
+5.6-5.9 s (BarlowTwins, BYOL, SimCLR states; ``python benchmarks/init_compile.py`` on a 2-core AMD EPYC; op by
+op, the bare backbone alone took 8.0 s). The values stay a function of the seed alone; they may differ from the
+optimised program's in the last bits (fused multiply-adds), never from run to run. GPUs and TPUs compile it as any other program.
 """
 from __future__ import annotations
 

@@ -23,8 +23,10 @@ from fetal_ssl_jax.errors import WriteFailed, is_write_error, reason
 # dispatched slice op each: a tiny ResNet-18 train state on 4 devices took ~900 slice ops per save, ~1.4 s a
 # save (cProfile of tests/test_evaluate_finetune.py on a busy 2-core AMD EPYC: 4 saves, 3,596 slice ops, 5.6 s),
 # and in a fresh process each slice shape is first compiled, for arrays of a few KB whose transfer costs
-# nothing. Arrays under 1 MiB per replica are written whole by one replica; bigger ones (a ResNet-50's large kernels and their optimizer moments) are still written in
-# parallel. The same handler otherwise as orbax registers (its array metadata store).
+# nothing. Arrays under 1 MiB per replica are written whole by one replica; bigger ones (a ResNet-50's large
+# kernels and their optimizer moments) are still written in parallel. The same handler otherwise as orbax
+# registers (its array metadata store). orbax's StandardSave has no per-manager handler registry, hence the
+# process-wide registration when this module is imported.
 MIN_BYTES_PER_REPLICA_SLICE = 1 << 20
 type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(  # orbax's public register_type_handler logs a warning
     jax.Array, ocp.type_handlers.ArrayHandler(array_metadata_store=array_metadata_store.Store(),

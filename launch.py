@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = argv[0]
     module = importlib.import_module(COMMANDS[name][0])
+    from fetal_ssl_jax import gc_tuning
+    gc_tuning.tune()  # after the command's imports: faster tracing (fetal_ssl_jax/gc_tuning.py)
     cmd_parser = argparse.ArgumentParser(prog=f"launch.py {name}", description=COMMANDS[name][1])
     module.add_arguments(cmd_parser, name) if _takes_name(module.add_arguments) else module.add_arguments(cmd_parser)
     args, rest = cmd_parser.parse_known_args(argv[1:])

@@ -43,6 +43,13 @@ _missing = [m for m in SHARED_FIXTURE_MODULES if not os.path.exists(os.path.join
 assert not _missing, f"tests/conftest.py SHARED_FIXTURE_MODULES names missing modules: {_missing}"
 
 
+def pytest_collection_finish(session):
+    """After every test module is imported: freeze those objects and collect less often, as the CLI does
+    (fetal_ssl_jax/gc_tuning.py); the in-process tests trace ResNet steps too."""
+    from fetal_ssl_jax import gc_tuning
+    gc_tuning.tune()
+
+
 def pytest_xdist_make_scheduler(config, log):
     if config.getoption("dist") != "load":  # an explicit --dist mode keeps xdist's scheduler
         return None

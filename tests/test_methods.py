@@ -3,7 +3,7 @@
 Compile time dominates on CPU, so the one test that steps a model (BYOL's EMA) runs on
 temporal-positive batches and checks several things on one compiled step. MoCo's queue
 is in test_methods_queue.py, the kill-and-resume in test_methods_resume.py, and the
-other joint-embedding methods on temporal positives in test_methods_temporal.py.
+other joint-embedding methods on temporal positives in test_engine_step.py (1 vs 4 devices).
 """
 from __future__ import annotations
 

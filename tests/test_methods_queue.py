@@ -1,15 +1,19 @@
-"""MoCo-v2's queue: order and contents on 1 and 4 devices; the loss variants build (issue 3)."""
+"""MoCo-v2's queue: order and contents on 1 and 4 devices, and the gradients of its first step (MoCo's
+1-vs-4-device gradient check, the one test_engine_step.py makes for the other methods); the loss variants
+build (issue 3)."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from fetal_ssl_jax.methods import registry
 from fetal_ssl_jax.train import mesh as mesh_lib
 from fetal_ssl_jax.train import step as step_lib
 from fetal_ssl_jax.train.optimizers import make_optimizer
+from test_engine_step import assert_same_grads
 from test_methods_helpers import (BATCH, assert_tree_close, build_video_store, ema_closed_form, host_batches,
                                   model_batch, quick_state, tiny_cfg)
 
@@ -31,8 +35,18 @@ def _run_moco(method, tx, lr_fn, cfg, init_host, batches, n_devices):
         assert bool(metrics["finite"])
         out.append(dict(queue=np.asarray(state.extra["queue"]), ptr=int(state.extra["queue_ptr"]),
                         loss=float(metrics["loss"]), params=jax.device_get(state.params),
-                        key_params=jax.device_get(state.extra["key_params"])))
+                        key_params=jax.device_get(state.extra["key_params"]),
+                        momentum=jax.device_get(_momentum(state.opt_state))))
     return out
+
+
+def _momentum(opt_state):
+    """SGD's momentum buffer (optax ``TraceState``). It accumulates before the LR is applied, so after the
+    first step it holds that step's gradient plus the weight decay term (identical on any device count)."""
+    traces = [s.trace for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.TraceState))
+              if isinstance(s, optax.TraceState)]
+    assert len(traces) == 1, opt_state
+    return traces[0]
 
 
 def test_moco_queue_order_and_contents_same_on_one_and_four_devices(video_store):
@@ -49,6 +63,9 @@ def test_moco_queue_order_and_contents_same_on_one_and_four_devices(video_store)
 
     one = _run_moco(method, tx, lr_fn, cfg, init_host, batches, 1)
     four = _run_moco(method, tx, lr_fn, cfg, init_host, batches, 4)
+
+    assert cfg.optim.name == "sgd" and float(cfg.optim.momentum) > 0
+    assert_same_grads(four[0]["momentum"], one[0]["momentum"])  # the first step's gradients, 1 vs 4 devices
 
     prev = np.asarray(init_host.extra["queue"])
     for s, (a, b) in enumerate(zip(one, four)):

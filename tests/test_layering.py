@@ -14,6 +14,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 LAYERS = {
     "errors": 0,
     "configuration": 1, "config_validation": 1, "object_storage": 1, "workdir_lock": 1, "monitors": 1, "losses": 1, "cli_errors": 1,
+    "gc_tuning": 1,
     "data": 2, "phantom": 2, "kernels": 2,
     "models": 3,
     "methods": 4,

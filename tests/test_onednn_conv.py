@@ -1,7 +1,6 @@
 """The oneDNN CPU convolution (XLA FFI): same values and gradients as lax, per shard under a mesh."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import platform
 import subprocess
@@ -15,12 +14,11 @@ from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fetal_ssl_jax.kernels import onednn
-from fetal_ssl_jax.models import initialise, ops as ops_lib
-from fetal_ssl_jax.models import resnet
+from fetal_ssl_jax.models import ops as ops_lib
 from fetal_ssl_jax.models.conv import Conv
 from fetal_ssl_jax.train import mesh as mesh_lib
 
-from float_reference import assert_as_accurate, to_float64
+from float_reference import to_float64
 
 pytestmark = pytest.mark.conv_paths  # `make test-conv-paths` runs this module under XLA and without the kernel
 
@@ -135,32 +133,9 @@ def test_four_devices_run_per_shard_and_match_one_device():
     np.testing.assert_allclose(dw4, dw1, rtol=1e-5, atol=1e-4)
 
 
-def _resnet_loss_and_grads(x, v, dtype=jnp.float32, onednn_convs=True):
-    fast = ops_lib.resolve("cpu_fast")
-    model = resnet.ResNet18(width=0.125, dtype=dtype, ops=dataclasses.replace(fast, onednn=onednn_convs))
-    if dtype == jnp.float64:
-        v, x = to_float64((v, x))
-
-    def loss(p):
-        y, _ = model.apply({"params": p, "batch_stats": v["batch_stats"]}, x, train=True, mutable=["batch_stats"])
-        return jnp.mean(y ** 2)
-    return jax.device_get(jax.jit(jax.value_and_grad(loss))(v["params"]))
-
-
-# oneDNN and XLA sum in other orders, and this gradient passes BatchNorm over 4x4 and 2x2 maps,
-# which amplifies rounding very unevenly: a fixed tolerance held on AVX-512 and missed on AVX2
-# (one BN parameter 5e-4 relative). Stable on any CPU: oneDNN's loss and gradients are about as
-# close to a float64 evaluation (XLA's convolutions) as XLA's own float32 ones
-# (tests/float_reference.py); a wrong stride, padding or layout would be off by O(1).
-def test_resnet_same_with_onednn_and_xla():
-    x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 32, 32, 1)).astype(np.float32))
-    model = resnet.ResNet18(width=0.125)  # one initialisation (jitted: op by op it compiles every op) for all three
-    v = initialise.run_init(lambda k: model.init(k, jnp.zeros((2, 32, 32, 1)), train=True), jax.random.key(0))
-    ours = _resnet_loss_and_grads(x, v)
-    theirs = _resnet_loss_and_grads(x, v, onednn_convs=False)
-    with jax.enable_x64(True):
-        ref = _resnet_loss_and_grads(x, v, jnp.float64, onednn_convs=False)
-    assert_as_accurate(ours, theirs, ref, "ResNet-18 loss and gradients with oneDNN convolutions")
+# The ResNet-level check (loss and gradients of a tiny ResNet-18 with the kernel, against float64) is
+# tests/test_models.py::test_xla_ops_trace_no_custom_call_and_match_cpu_fast: the same three compiled programs
+# served two tests.
 
 
 def test_conv_module_selects_the_kernel():

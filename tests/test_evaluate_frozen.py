@@ -64,8 +64,10 @@ def test_probe_keeps_the_encoder_bit_identical_and_uses_running_stats(tiny_store
     model = build_backbone(init.model_cfg)
     x, _ = store.load_split("test")
     xn = (x[..., None] / 255.0 - 0.5) / 0.25
-    np.testing.assert_allclose(feats["test"][0], model.apply(used, xn, train=False), rtol=1e-5, atol=1e-5)
-    train_mode, _ = model.apply(used, xn, train=True, mutable=["batch_stats"])
+    # jitted (op by op, the two forwards compiled ~120 single ops)
+    eval_mode = jax.jit(lambda v, x: model.apply(v, x, train=False))(used, xn)
+    np.testing.assert_allclose(feats["test"][0], eval_mode, rtol=1e-5, atol=1e-5)
+    train_mode, _ = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(used, xn)
     assert not np.allclose(feats["test"][0], train_mode, atol=1e-3)
 
     work = str(tmp_path / "probe")

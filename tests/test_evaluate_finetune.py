@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-import launch
+from engine_helpers import run_launch
 from fetal_ssl_jax.evaluate import metrics
 
 
@@ -14,14 +14,16 @@ def _chance_macro_f1(y: np.ndarray, k: int = 5, trials: int = 200) -> float:
     return float(np.mean([metrics.macro_f1(y, rng.integers(0, k, len(y)), k) for _ in range(trials)]))
 
 
-def test_finetune_tiny_beats_chance_and_resumes(tmp_path, capsys):
+def test_finetune_tiny_beats_chance_and_resumes(tmp_path):
+    """On one CPU device, as a laptop user runs it (the suite's in-process tests see 4 fake devices, on which
+    each of the ~170 steps runs ~2x slower; devices are not what this test is about)."""
     work = str(tmp_path / "ft")
     args = ["finetune", "--config", "configs/finetune.py:tiny", "--workdir", work, "--config.init=random",
             "--config.fraction=100", "--config.seed=0"]
-    assert launch.main(args + ["--stop-after=100"]) == 0  # interrupted mid-run ...
+    first = run_launch(args + ["--stop-after=100"], devices=1)  # interrupted mid-run ...
     assert not os.path.exists(os.path.join(work, "metrics.json"))
-    assert launch.main(args) == 0                          # ... and resumed from its checkpoint
-    out = capsys.readouterr().out
+    second = run_launch(args, devices=1)                       # ... and resumed from its checkpoint
+    out = first.stdout + second.stdout
     assert "stopped early" in out and "test macro-F1" in out
     m = json.load(open(os.path.join(work, "metrics.json")))
     steps = [json.loads(line)["step"] for line in open(os.path.join(work, "metrics.jsonl"))]

@@ -145,9 +145,13 @@ def test_inspect_writes_contact_sheets(store, tmp_path, capsys):
     assert Image.open(tmp_path / "planes.png").size[0] > 100
 
 
-def test_tfds_builders_without_tensorflow(store, tmp_path):
+def test_tfds_builders_without_tensorflow(store, tmp_path, monkeypatch):
     import sys
+    import tempfile
     import tensorflow_datasets as tfds
+    # TFDS makes a temporary folder for GCS metadata in every builder's constructor and leaves it behind
+    # (GCS is off): keep those inside this test's folder, not in the machine's /tmp.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     from data_prep.tfds import FetalFrames, FetalPlanes
     root, _, rows = store
     dl = tfds.download.DownloadConfig(manual_dir=root)

@@ -29,14 +29,13 @@ KERNEL = re.compile(r"=\s.*?\s(fusion|custom-call|convolution|dot)\(")  # per li
 def _child(method_name: str, devices: int) -> dict:
     """One measurement (in a fresh process with ``devices`` fake CPU devices)."""
     sys.path.insert(0, ROOT)
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
     import jax
     import numpy as np
     from fetal_ssl_jax import configuration
     from fetal_ssl_jax.methods import registry
     from fetal_ssl_jax.train import mesh as mesh_lib, step as step_lib
     from fetal_ssl_jax.train.optimizers import make_optimizer
-    from test_methods_helpers import quick_state  # a host-built state: no initialiser compiled first
+    from benchmarks.accelerator import _host_state  # a host-built state: no initialiser compiled first
 
     cfg = configuration.load(os.path.join(ROOT, "configs", f"{method_name}.py:tiny"))
     method = registry.get_method(cfg)
@@ -47,7 +46,7 @@ def _child(method_name: str, devices: int) -> dict:
     host = {"view1": rng.integers(0, 256, (batch, size, size), dtype=np.uint8),
             "view2": rng.integers(0, 256, (batch, size, size), dtype=np.uint8),
             "sample_id": np.arange(batch, dtype=np.int32)}
-    state = jax.device_put(quick_state(method, tx, size=size), mesh_lib.replicated(mesh))
+    state = _host_state(step_lib.abstract_state(method, tx, (2, size, size, 1), mesh))
     step = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, cfg.aug), mesh)
     t0 = time.perf_counter()
     lowered = step.lower(state, mesh_lib.to_global(host, mesh), jax.random.key(1))

@@ -21,7 +21,7 @@ from fetal_ssl_jax.train import mesh as mesh_lib
 from fetal_ssl_jax.train import step as step_lib
 from fetal_ssl_jax.train.optimizers import make_optimizer
 
-from test_methods_helpers import quick_state
+from test_methods_helpers import assert_same_grads, quick_state
 
 pytestmark = pytest.mark.conv_paths  # `make test-conv-paths` runs this module under XLA and without the kernel
 
@@ -60,21 +60,10 @@ def _grads_on(n_devices: int, method_name: str, host_batch: dict[str, np.ndarray
     state = quick_state(method, tx, size=host_batch["view1"].shape[1])
     batch = mesh_lib.to_global(host_batch, mesh)
     rep = mesh_lib.replicated(mesh)
-    fn = jax.jit(mesh_lib.under_mesh(step_lib.make_grads_fn(method, cfg.aug), mesh), in_shardings=(rep, mesh_lib.batch_sharding(mesh), rep),
-                 out_shardings=rep)
+    fn = jax.jit(mesh_lib.under_mesh(step_lib.make_grads_fn(method, cfg.aug), mesh),
+                 in_shardings=(rep, mesh_lib.batch_sharding(mesh), rep), out_shardings=rep)
     (loss, _), grads = fn(state, batch, jax.random.key(1))
     return float(loss), jax.device_get(grads)
-
-
-def assert_same_grads(g4, g1) -> None:
-    """Gradients of 4 devices vs 1: each element within 1e-5 of the largest gradient element (the sharded
-    program sums the same terms in another order) and 1e-5 relative."""
-    flat1, flat4 = jax.tree.leaves(g1), jax.tree.leaves(g4)
-    assert len(flat1) == len(flat4) > 0
-    scale = max(float(np.max(np.abs(g))) for g in flat1)
-    assert scale > 0, "all-zero gradients compare equal whatever the sharding"
-    for a, b in zip(flat1, flat4):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * scale)
 
 
 @pytest.mark.parametrize("method_name", SSL_METHODS)

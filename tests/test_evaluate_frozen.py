@@ -27,7 +27,7 @@ def tiny_store(tmp_path_factory):
 def _random_variables(seed=0):
     """A tiny backbone with non-trivial BN running statistics (as after pretraining)."""
     model = build_backbone(ml_collections.ConfigDict(TINY))
-    v = initialise.run_init(lambda k: model.init(k, jnp.zeros((1, 32, 32, 1)), train=False), jax.random.key(seed))
+    v = initialise.init_module(model, jax.random.key(seed), jnp.zeros((1, 32, 32, 1)), train=False)
     rng = np.random.default_rng(seed)
     stats = jax.tree.map(lambda a: np.asarray(a) + rng.uniform(0.1, 0.5, a.shape).astype(np.float32),
                          v["batch_stats"])

@@ -25,8 +25,8 @@ def classifier(tmp_path_factory):
     cfg = ml_collections.ConfigDict(dict(arch="resnet18", width=0.125, small_stem=True, zero_init_residual=False,
                                          dtype="float32"))
     model = build_backbone(cfg, num_classes=5)
-    v = jax.tree.map(np.asarray, dict(initialise.run_init(
-        lambda k: model.init(k, jnp.zeros((1, 32, 32, 1)), train=False), jax.random.key(0))))
+    v = jax.tree.map(np.asarray, dict(initialise.init_module(model, jax.random.key(0), jnp.zeros((1, 32, 32, 1)),
+                                                             train=False)))
     encoder_io.save_encoder(os.path.join(wd, "encoder"), v, cfg,
                             dict(method="supervised", classes=CLASSES, image_size=32,
                                  normalize=dict(mean=0.5, std=0.25)))
@@ -92,8 +92,8 @@ def test_cli_rejects_an_encoder_without_head(tmp_path):
     from fetal_ssl_jax.train import encoder_io
     cfg = ml_collections.ConfigDict(dict(arch="resnet18", width=0.125, small_stem=True, dtype="float32"))
     model = build_backbone(cfg)
-    v = jax.tree.map(np.asarray, dict(initialise.run_init(
-        lambda k: model.init(k, jnp.zeros((1, 32, 32, 1)), train=False), jax.random.key(0))))
+    v = jax.tree.map(np.asarray, dict(initialise.init_module(model, jax.random.key(0), jnp.zeros((1, 32, 32, 1)),
+                                                             train=False)))
     encoder_io.save_encoder(str(tmp_path / "encoder"), v, cfg, dict(method="barlowtwins", image_size=32))
     video = tmp_path / "v.mp4"
     video.write_bytes(b"x")

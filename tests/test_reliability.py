@@ -161,7 +161,8 @@ def test_finetune_seed_matters(env, ft_args, ft_baseline, tmp_path):
 
 
 # Pretraining: determinism (two runs bit-identical, losses and encoder) and "another seed, another run" are
-# tests/test_engine_cli.py's (test_sigkill_and_rerun_equals_uninterrupted, test_another_seed_trains_another_run).
+# tests/test_engine_cli.py's (test_sigterm_then_sigkill_then_rerun_equals_uninterrupted,
+# test_injected_nan_stops_with_message_then_another_seed_trains_another_run).
 
 
 def test_probe_is_deterministic_and_seed_matters(env, labelled, tmp_path):

@@ -106,8 +106,8 @@ def encoder_features(cfg, workdir: str, store, init, subset, progress: bool = Fa
     if init.variables is not None:
         variables = init.variables
     else:
-        variables = initialise.run_init(lambda k: model.init(k, jnp.zeros((1, size, size, 1)), train=False),
-                                        jax.random.key(int(cfg.seed)))
+        variables = initialise.init_module(model, jax.random.key(int(cfg.seed)), jnp.zeros((1, size, size, 1)),
+                                           train=False)
         variables = jax.tree.map(np.asarray, dict(variables))
     forward = ShardedForward(backbone_apply(model), init.mean, init.std, int(cfg.data.eval_batch_size))
     base = dict(init=init.identity(), model=init.model_cfg.to_dict(), size=size, mean=init.mean, std=init.std,

@@ -6,7 +6,8 @@ a program run faster, which an initialiser (a few milliseconds, once) does not n
 ``xla_backend_optimization_level=0`` a tiny ResNet-18 train state compiles and runs in 1.5-1.8 s instead of
 5.6-5.9 s (BarlowTwins, BYOL, SimCLR states; ``python benchmarks/init_compile.py`` on a 2-core AMD EPYC; op by
 op, the bare backbone alone took 8.0 s). The values stay a function of the seed alone; they may differ from the
-optimised program's in the last bits (fused multiply-adds), never from run to run. GPUs and TPUs compile it as any other program.
+optimised program's in the last bits (fused multiply-adds), never from run to run. GPUs and TPUs compile it as
+any other program.
 """
 from __future__ import annotations
 
@@ -25,3 +26,8 @@ def run_init(fn: Callable, *args: Any, out_shardings: Any = None) -> Any:
     """``jax.jit(fn, out_shardings=...)(*args)``, compiled as an initialiser (see the module docstring)."""
     jitted = jax.jit(fn) if out_shardings is None else jax.jit(fn, out_shardings=out_shardings)
     return jitted.lower(*args).compile(compiler_options=compiler_options())(*args)
+
+
+def init_module(module: Any, rng: jax.Array, *sample: Any, **kwargs: Any) -> Any:
+    """``module.init(rng, *sample, **kwargs)`` (a Flax module's variables) compiled as an initialiser."""
+    return run_init(lambda k: module.init(k, *sample, **kwargs), rng)

@@ -56,8 +56,7 @@ def features(model_cfg: Any, variables: dict[str, Any] | None, images: np.ndarra
 
     model = build_backbone(model_cfg)
     if variables is None:  # jitted: initialising a ResNet op by op compiles every op on its own
-        variables = initialise.run_init(lambda k: model.init(k, jnp.zeros((1, size, size, 1)), train=False),
-                                        jax.random.key(seed))
+        variables = initialise.init_module(model, jax.random.key(seed), jnp.zeros((1, size, size, 1)), train=False)
     forward = ShardedForward(backbone_apply(model), mean, std, batch)
     return np.asarray(forward(variables, to_size(images, size)), np.float32)
 

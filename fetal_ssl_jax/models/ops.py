@@ -8,8 +8,9 @@
 - ``"cpu_fast"``: the CPU speed-ups, each measured on a 2-core CPU against PyTorch's step:
   oneDNN convolutions through the XLA FFI where the kernel could be built (``kernels/onednn``),
   im2col + matmul for outputs of at most ``IM2COL_MAX_OUTPUT_PIXELS`` pixels, closed-form
-  BatchNorm backward and the stem max pool's two-pass backward, and views as one batch only
-  with oneDNN (XLA:CPU runs one batch of 2B slower than two of B).
+  BatchNorm backward and the stem max pool's two-pass backward, views as one batch only
+  with oneDNN (XLA:CPU runs one batch of 2B slower than two of B), and JAX's straight-line threefry
+  lowering for the random draws (``kernels/threefry``: the same bits, compiled in a fraction of the time).
 - ``"auto"`` (default): ``cpu_fast`` on the CPU backend, ``xla`` elsewhere.
 
 :func:`resolve` turns that into an :class:`Ops` value, the only place that looks at the platform,
@@ -67,8 +68,10 @@ def resolve(choice: Any = "auto", backend: str | None = None) -> Ops:
         choice = "cpu_fast" if backend == "cpu" else "xla"
     if choice == "xla":
         return XLA
-    from fetal_ssl_jax.kernels import onednn  # the CPU kernel: only looked at when cpu_fast is chosen
+    from fetal_ssl_jax.kernels import onednn, threefry  # CPU kernels: only looked at when cpu_fast is chosen
     use_onednn = backend == "cpu" and onednn.available()
+    if backend == "cpu":
+        threefry.use_unrolled_on_cpu()  # process-wide; changes compile time, not bits
     threads, dw_rows = onednn.settings_from_env()
     return Ops(name="cpu_fast", onednn=use_onednn, im2col_max_pixels=IM2COL_MAX_OUTPUT_PIXELS,
                handwritten_grads=True, views_as_one_batch=use_onednn, onednn_threads=threads,

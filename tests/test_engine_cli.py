@@ -1,10 +1,9 @@
-"""Pretraining through the CLI: device-count invariance, exact SIGKILL resume, 2-process jax.distributed (the
-sweep's emitted multi-host line)."""
+"""Pretraining through the CLI: device-count invariance, the NaN stop and its rerun, 2-process jax.distributed
+(the sweep's emitted multi-host line). Exact resume after SIGTERM and SIGKILL: tests/test_methods_resume.py."""
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 
@@ -14,7 +13,7 @@ import pytest
 from fetal_ssl_jax import configuration
 from fetal_ssl_jax.kernels import onednn
 
-from engine_helpers import (ROOT, encoder_leaves, env_with_devices, free_port, launch_cmd, losses_by_step,
+from engine_helpers import (ROOT, encoder_leaves, env_with_devices, free_port, losses_by_step,
                             run_launch)
 
 # Device counts differ only by float re-association (~1e-7 in the first loss), which a tiny
@@ -75,42 +74,6 @@ def test_one_device_gives_same_losses(baseline, tmp_path):
     np.testing.assert_allclose([b[s] for s in steps], [a[s] for s in steps], rtol=1e-5)
 
 
-def test_sigterm_then_sigkill_then_rerun_equals_uninterrupted(baseline, tmp_path):
-    """A preemption (SIGTERM: checkpoint, exit 75), then a hard kill of the continued run after its next
-    checkpoint, then a rerun to the end: the losses and encoder equal the uninterrupted baseline bit for bit."""
-    wd = str(tmp_path)
-    proc = subprocess.Popen(launch_cmd("pretrain", *ARGS, "--workdir", wd), env=env_with_devices(4), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while not os.path.exists(os.path.join(wd, "metrics.jsonl")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=240)
-    assert proc.returncode == 75, err[-3000:]
-    assert "preempted (SIGTERM)" in err
-    saved = sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints")) if s.isdigit())
-    assert saved and saved[-1] < STEPS - 4
-
-    proc = subprocess.Popen(launch_cmd("pretrain", *ARGS, "--workdir", wd), env=env_with_devices(4), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    later = (saved[-1] // 4 + 1) * 4  # the next regular checkpoint (ckpt_every=4)
-    ckpt = os.path.join(wd, "checkpoints", str(later))
-    deadline = time.time() + 240
-    while not os.path.exists(ckpt) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not os.path.exists(os.path.join(wd, "encoder", "encoder.json"))
-
-    run_launch(["pretrain", *ARGS, "--workdir", wd], devices=4)
-    a, b = losses_by_step(baseline), losses_by_step(wd)
-    assert sorted(b) == sorted(a)
-    np.testing.assert_array_equal([b[s] for s in sorted(a)], [a[s] for s in sorted(a)])
-    for x, y in zip(encoder_leaves(baseline), encoder_leaves(wd)):
-        np.testing.assert_array_equal(x, y)
-
-
 @pytest.mark.conv_paths
 def test_emitted_two_process_job_matches_one_process_four_devices(baseline, frame_store, tmp_path):
     """The sweep's multi-host pretraining line (``--emit commands``, 2 processes x 2 fake CPU devices through
@@ -155,7 +118,7 @@ def test_injected_nan_stops_with_message_then_another_seed_trains_another_run(ba
     continues from it to the end. Both runs use --config.seed=1, so the finished run is also the check that
     the seed changes the initialisation, augmentation and data order (runtime inputs: 4 devices as the
     baseline, so only the step with the injected NaN is a new program; the rest load from the compilation
-    cache). Same seed, same run: the resume test above."""
+    cache). Same seed, same run: tests/test_methods_resume.py."""
     wd = str(tmp_path)
     seeded = [*ARGS, "--workdir", wd, "--config.seed=1"]
     p = run_launch(["pretrain", *seeded, "--config.train.debug_nan_step=5"], devices=4, check=False)

@@ -1,4 +1,4 @@
-"""Full fine-tune end to end on the simulator's tiny preset, through launch.py, with a resume."""
+"""Full fine-tune end to end on the simulator's tiny preset, through launch.py: above chance, selection, encoder."""
 import json
 import os
 
@@ -14,20 +14,18 @@ def _chance_macro_f1(y: np.ndarray, k: int = 5, trials: int = 200) -> float:
     return float(np.mean([metrics.macro_f1(y, rng.integers(0, k, len(y)), k) for _ in range(trials)]))
 
 
-def test_finetune_tiny_beats_chance_and_resumes(tmp_path):
+def test_finetune_tiny_beats_chance(tmp_path):
     """On one CPU device, as a laptop user runs it (the suite's in-process tests see 4 fake devices, on which
-    each of the ~170 steps runs ~2x slower; devices are not what this test is about)."""
+    each of the ~200 steps runs ~2x slower; devices are not what this test is about). One uninterrupted run:
+    resuming a fine-tune (preempted, killed, out of space) and ending bit for bit where the uninterrupted run
+    ends is test_reliability.py's fault test."""
     work = str(tmp_path / "ft")
-    args = ["finetune", "--config", "configs/finetune.py:tiny", "--workdir", work, "--config.init=random",
-            "--config.fraction=100", "--config.seed=0"]
-    first = run_launch(args + ["--stop-after=100"], devices=1)  # interrupted mid-run ...
-    assert not os.path.exists(os.path.join(work, "metrics.json"))
-    second = run_launch(args, devices=1)                       # ... and resumed from its checkpoint
-    out = first.stdout + second.stdout
-    assert "stopped early" in out and "test macro-F1" in out
+    run = run_launch(["finetune", "--config", "configs/finetune.py:tiny", "--workdir", work, "--config.init=random",
+                      "--config.fraction=100", "--config.seed=0"], devices=1)
+    assert "test macro-F1" in run.stdout
     m = json.load(open(os.path.join(work, "metrics.json")))
     steps = [json.loads(line)["step"] for line in open(os.path.join(work, "metrics.jsonl"))]
-    assert steps[-1] == m["steps"] and 110 in steps and 100 in steps  # logging continued after step 100
+    assert steps[-1] == m["steps"] and steps == sorted(set(steps))  # every logged step once, to the end
 
     # selection on validation macro-F1; the test block is from that one model
     hist = {int(s): f for s, f in m["val_history"].items()}

@@ -1,9 +1,11 @@
-"""MoCo's queue, key encoder and pointer survive a SIGKILL and resume exactly (issue 3).
+"""A pretraining run survives a preemption and a hard kill and ends where the uninterrupted run ends, bit for
+bit: losses and the whole state, MoCo's queue, key encoder and pointer included (issue 3).
 
-Three ``launch.py pretrain`` runs (uninterrupted; killed after its first checkpoint;
-rerun in the killed workdir) share one persistent JAX compilation cache, so only the
-first one pays for compiling. The final checkpoints are restored through the project's
-own Checkpointer with abstract shardings and compared leaf by leaf.
+Four ``launch.py pretrain`` runs: uninterrupted; preempted (SIGTERM after its first logged step: a
+checkpoint, exit 75); continued and killed (SIGKILL once its next regular checkpoint exists); rerun to the
+end. They share the suite's persistent compilation cache, so only the first pays for compiling. The final
+checkpoints are restored through the project's own Checkpointer with abstract shardings and compared leaf by
+leaf. MoCo because its state is the largest (queue, key encoder, pointer besides parameters and optimizer).
 """
 from __future__ import annotations
 
@@ -45,7 +47,13 @@ def _final_state(config: str, overrides: list[str], workdir: str):
         ckpt.close()
 
 
-def test_moco_queue_survives_sigkill_and_resume(tmp_path):
+def _wait_for(path: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not os.path.exists(path) and proc.poll() is None:
+        time.sleep(0.01)
+
+
+def test_sigterm_then_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     store = str(tmp_path / "frames")
     ensure_synthetic_store(store, 4, 16, 32, seed=0)
     config = os.path.join(ROOT, "configs", "moco.py:tiny")
@@ -60,16 +68,27 @@ def test_moco_queue_survives_sigkill_and_resume(tmp_path):
     p = subprocess.run(cmd(full), env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert p.returncode == 0, p.stderr[-4000:]
 
+    # preemption: SIGTERM once a step is logged -> a checkpoint of the current step, exit 75
+    proc = subprocess.Popen(cmd(killed), env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for(os.path.join(killed, "metrics.jsonl"), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err[-3000:]
+    assert "preempted (SIGTERM)" in err
+    saved = _checkpoints(killed)
+    assert saved and saved[-1] < STEPS - CKPT_EVERY, saved
+
+    # the continued run, hard-killed once its next regular checkpoint exists
+    later = (saved[-1] // CKPT_EVERY + 1) * CKPT_EVERY
     proc = subprocess.Popen(cmd(killed), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not _checkpoints(killed) and proc.poll() is None:
-        time.sleep(0.02)
+    _wait_for(os.path.join(killed, "checkpoints", str(later)), proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    at_kill = _checkpoints(killed)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert at_kill and at_kill[-1] < STEPS, at_kill
+    assert not os.path.exists(os.path.join(killed, "encoder", "encoder.json"))
+    assert later <= _checkpoints(killed)[-1] < STEPS
 
     p = subprocess.run(cmd(killed), env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert p.returncode == 0, p.stderr[-4000:]

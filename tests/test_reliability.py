@@ -7,9 +7,9 @@ baseline per protocol. Faults are injected at exact points by tests/reliability_
 replaced, while the final encoder is written; a SIGTERM after a step; a full disk during a
 checkpoint write), so every run of this test kills at the same place.
 
-Covered elsewhere: SIGKILL/SIGTERM resume, NaN, determinism and seeds of pretraining (tests/test_engine_cli.py),
-SIGKILL of `prepare frames` (tests/test_data_prep_frames.py::test_kill_and_rerun_is_identical),
-the MoCo queue across a SIGKILL (tests/test_methods_resume.py).
+Covered elsewhere: SIGTERM then SIGKILL resume of pretraining, bit for bit, MoCo's queue included
+(tests/test_methods_resume.py), NaN and seeds of pretraining (tests/test_engine_cli.py), SIGKILL of
+`prepare frames` (tests/test_data_prep_frames.py::test_kill_and_rerun_is_identical).
 """
 from __future__ import annotations
 
@@ -160,9 +160,9 @@ def test_finetune_seed_matters(env, ft_args, ft_baseline, tmp_path):
     assert a["val_history"] != b["val_history"] or a["test"] != b["test"]
 
 
-# Pretraining: determinism (two runs bit-identical, losses and encoder) and "another seed, another run" are
-# tests/test_engine_cli.py's (test_sigterm_then_sigkill_then_rerun_equals_uninterrupted,
-# test_injected_nan_stops_with_message_then_another_seed_trains_another_run).
+# Pretraining: determinism (an interrupted run and the uninterrupted one bit-identical, losses and state) is
+# tests/test_methods_resume.py's; "another seed, another run" is tests/test_engine_cli.py's
+# test_injected_nan_stops_with_message_then_another_seed_trains_another_run.
 
 
 def test_probe_is_deterministic_and_seed_matters(env, labelled, tmp_path):

@@ -13,8 +13,8 @@ from fetal_ssl_jax.methods import registry
 from fetal_ssl_jax.train import mesh as mesh_lib
 from fetal_ssl_jax.train import step as step_lib
 from fetal_ssl_jax.train.optimizers import make_optimizer
-from test_methods_helpers import (BATCH, assert_same_grads, assert_tree_close, build_video_store, ema_closed_form, host_batches,
-                                  model_batch, quick_state, tiny_cfg)
+from test_methods_helpers import (BATCH, assert_same_grads, assert_tree_close, build_video_store, ema_closed_form,
+                                  host_batches, model_batch, quick_state, tiny_cfg)
 
 
 @pytest.fixture(scope="module")

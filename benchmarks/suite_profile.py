@@ -1,6 +1,6 @@
 """Where the test suite's time goes: compile, trace, lowering and subprocess CPU per test, as tables.
 
-    python benchmarks/suite_profile.py --cold                 # `make test`'s run, cold compilation cache
+    python benchmarks/suite_profile.py --cold                 # `make test`, cold compilation cache
     python benchmarks/suite_profile.py -- -n 2 tests/test_engine_step.py
     python benchmarks/suite_profile.py --analyse suite.jsonl  # the tables again, from an earlier run's log
 
@@ -10,7 +10,8 @@ PYTHONPATH: every process of the run, both workers and each CLI subprocess, logs
 exit. Most of the suite's time is XLA compiling small programs (README, Tests and benchmarks), so the tables
 say which tests pay for which programs: the figures to look at before and after a change meant to shorten
 the suite, and on a slower machine (an AVX2-only CPU) to see what scales. The hook adds a few percent of
-wall time. ``--cold`` empties the suite's compilation cache first (tests/conftest.py), as on a fresh machine.
+wall time; a process killed with SIGKILL (the resume tests kill some) logs no exit, so its CPU is missing.
+``--cold`` empties the suite's compilation cache first (tests/conftest.py), as on a fresh machine.
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOOK = os.path.join(ROOT, "benchmarks", "suite_profile")
-DEFAULT_PYTEST = ["-n", "2", "--durations=15", "-m", "not extended", "tests"]
 
 
 def _short(test: str) -> str:
@@ -46,8 +46,9 @@ def analyse(records: list[dict], top: int = 20) -> dict:
     programs: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     totals = collections.Counter()
     for r in records:
-        t, proc = _short(r["test"]), procs[r["pid"]]
-        where = "worker" if proc["worker"] else "sub"
+        t, in_worker = _short(r["test"]), procs[r["pid"]]["worker"]
+        if in_worker and r["kind"] in ("compile", "trace", "lower"):
+            tests[t]["worker_cost"] += r["cpu"] if r["kind"] == "compile" else r["s"]
         if r["kind"] == "compile":
             key = "load" if r["hit"] else "compile"
             tests[t][f"{key}_cpu"] += r["cpu"]
@@ -60,7 +61,7 @@ def analyse(records: list[dict], top: int = 20) -> dict:
         elif r["kind"] in ("trace", "lower"):
             tests[t][r["kind"]] += r["s"]
             totals[r["kind"]] += r["s"]
-        elif r["kind"] == "exit" and where == "sub":
+        elif r["kind"] == "exit" and not in_worker:
             tests[t]["sub_cpu"] += r["cpu"]
             tests[t]["subprocesses"] += 1
     for p in procs.values():
@@ -70,13 +71,9 @@ def analyse(records: list[dict], top: int = 20) -> dict:
 
     # A test's CPU: its subprocesses' whole CPU plus what it compiled, loaded, traced and lowered in its worker
     # (the rest of a worker's CPU, running the programs and the tests' Python, is not split by test here).
-    worker_only: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    for r in records:
-        if procs[r["pid"]]["worker"] and r["kind"] in ("compile", "trace", "lower"):
-            worker_only[_short(r["test"])]["cpu"] += r["cpu"] if r["kind"] == "compile" else r["s"]
     rows = []
     for t, c in tests.items():
-        rows.append(dict(test=t, cpu=round(c["sub_cpu"] + worker_only[t]["cpu"], 1),
+        rows.append(dict(test=t, cpu=round(c["sub_cpu"] + c["worker_cost"], 1),
                          compile_cpu=round(c["compile_cpu"], 1), load_cpu=round(c["load_cpu"], 1),
                          trace_s=round(c["trace"], 1), lower_s=round(c["lower"], 1),
                          subprocesses=c["subprocesses"], subprocess_cpu=round(c["sub_cpu"], 1)))
@@ -118,7 +115,7 @@ def main() -> int:
     ap.add_argument("--analyse", default="", help="only print the tables of an earlier run's log")
     ap.add_argument("--out", default="", help="also write the summary as JSON here")
     ap.add_argument("--top", type=int, default=20)
-    ap.add_argument("pytest_args", nargs="*", help="after --: pytest's arguments (default: make test's)")
+    ap.add_argument("pytest_args", nargs="*", help="after --: pytest's arguments (default: run `make test`)")
     a = ap.parse_args()
     log, code = a.analyse, 0
     if not log:
@@ -129,8 +126,8 @@ def main() -> int:
         env = dict(os.environ, FETAL_SSL_JAX_SUITE_PROFILE=log,
                    PYTHONPATH=os.pathsep.join(p for p in (HOOK, os.environ.get("PYTHONPATH", "")) if p))
         t0 = time.time()
-        code = subprocess.call([sys.executable, "-m", "pytest", *(a.pytest_args or DEFAULT_PYTEST)], cwd=ROOT,
-                               env=env)
+        cmd = [sys.executable, "-m", "pytest", *a.pytest_args] if a.pytest_args else ["make", "-s", "test"]
+        code = subprocess.call(cmd, cwd=ROOT, env=env)
         print(f"\npytest exit {code}, {time.time() - t0:.1f} s wall; log: {log}")
     summary = analyse([json.loads(line) for line in open(log)], a.top)
     print(report(summary))

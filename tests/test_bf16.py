@@ -34,40 +34,27 @@ import numpy as np
 import pytest
 
 from fetal_ssl_jax import configuration
-from fetal_ssl_jax.methods import registry
 from fetal_ssl_jax.train import mesh as mesh_lib
-from fetal_ssl_jax.train import step as step_lib
-from fetal_ssl_jax.train.optimizers import make_optimizer
 
-from test_methods_helpers import quick_state
+from test_methods_helpers import SMALL_SIZE, SMALL_STEPS, quick_state, small_batch, small_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SSL_METHODS = ("barlowtwins", "vicreg", "simclr", "byol", "moco", "autoencoder", "inpainting")
-STEPS, BATCH, SIZE = 20, 8, 16
+STEPS, SIZE = SMALL_STEPS, SMALL_SIZE  # batch 8: test_methods_helpers.small_step
 STEP0_RTOL, MEAN_RTOL = 0.05, 0.05
 
 
 def _track(method_name: str, dtype: str, keys: tuple[int, ...] = (1,)):
     """Loss tracks of 20 steps from the same start, one per augmentation key, with one compiled step."""
-    cfg = configuration.load(os.path.join(ROOT, "configs", f"{method_name}.py:tiny"),
-                             [f"--config.model.dtype={dtype}"])
-    cfg.data.image_size = SIZE
-    method = registry.get_method(cfg)
-    tx, lr_fn = make_optimizer(cfg.optim, BATCH, STEPS)
-    mesh = mesh_lib.make_mesh(1)
+    _, method, tx, mesh, step = small_step(method_name, dtype)
     start = quick_state(method, tx, size=SIZE)
-    compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-    step = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, cfg.aug, 0, compute), mesh)
     tracks = []
     for key in keys:
         state = jax.device_put(start, mesh_lib.replicated(mesh))  # the step donates its input
         rng = np.random.default_rng(0)
         losses = []
         for i in range(STEPS):
-            host = {"view1": rng.integers(0, 256, (BATCH, SIZE, SIZE), dtype=np.uint8),
-                    "view2": rng.integers(0, 256, (BATCH, SIZE, SIZE), dtype=np.uint8),
-                    "sample_id": np.arange(i * BATCH, (i + 1) * BATCH, dtype=np.int32)}
-            state, metrics = step(state, mesh_lib.to_global(host, mesh), jax.random.key(key))
+            state, metrics = step(state, mesh_lib.to_global(small_batch(rng, i), mesh), jax.random.key(key))
             assert metrics["loss"].dtype == jnp.float32, metrics["loss"].dtype
             losses.append(float(metrics["loss"]))
         tracks.append(np.asarray(losses))

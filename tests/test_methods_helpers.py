@@ -6,6 +6,7 @@ the train step itself; the tests that use it check the step, not the initialiser
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -103,3 +104,33 @@ def assert_same_grads(g4, g1) -> None:
     assert scale > 0, "all-zero gradients compare equal whatever the sharding"
     for a, b in zip(flat1, flat4):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * scale)
+
+
+# The suite's small full step (16 px views, batch 8, a 20-step schedule, one device). One compiled program per
+# method and dtype, shared by the tests that need a whole step rather than its gradients (test_bf16.py's tracks,
+# test_engine_step.py's non-finite guard): the same closure in one worker, a persistent-cache load in the other.
+SMALL_BATCH, SMALL_SIZE, SMALL_STEPS = 8, 16, 20
+
+
+@functools.lru_cache(maxsize=None)
+def small_step(method_name: str, dtype: str = "float32"):
+    """(cfg, method, tx, mesh, jitted step) of ``method_name``'s tiny config at the small shape above."""
+    from fetal_ssl_jax.methods import registry
+    from fetal_ssl_jax.train import mesh as mesh_lib, step as step_lib
+    from fetal_ssl_jax.train.optimizers import make_optimizer
+    cfg = configuration.load(os.path.join(ROOT, "configs", f"{method_name}.py:tiny"), [f"--config.model.dtype={dtype}"])
+    cfg.data.image_size = SMALL_SIZE
+    method = registry.get_method(cfg)
+    tx, lr_fn = make_optimizer(cfg.optim, SMALL_BATCH, SMALL_STEPS)
+    mesh = mesh_lib.make_mesh(1)
+    compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+    step = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, cfg.aug, 0, compute), mesh)
+    return cfg, method, tx, mesh, step
+
+
+def small_batch(rng: np.random.Generator, i: int) -> dict[str, np.ndarray]:
+    """Batch ``i`` of random views for ``small_step``."""
+    b, s = SMALL_BATCH, SMALL_SIZE
+    return {"view1": rng.integers(0, 256, (b, s, s), dtype=np.uint8),
+            "view2": rng.integers(0, 256, (b, s, s), dtype=np.uint8),
+            "sample_id": np.arange(i * b, (i + 1) * b, dtype=np.int32)}

@@ -2,6 +2,8 @@
 gradient against central finite differences (in float64 via ``jax.enable_x64``)."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,26 +88,30 @@ def _data(seed, b=6, d=5):
 
 
 # ----------------------------------------------------------------- values
+@functools.lru_cache(maxsize=None)
+def _compiled(loss, *args):
+    """``loss`` with the arguments after its arrays fixed, jitted once: one program per loss and
+    shape instead of ~100 op-by-op compiles."""
+    return jax.jit(lambda *z: loss(*z, *args))
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_values_match_numpy(seed):
     z1, z2 = _data(seed)
-    f32 = lambda a: jnp.asarray(a, jnp.float32)
-    rtol = 1e-4
-    np.testing.assert_allclose(losses.barlow_twins_loss(f32(z1), f32(z2)), np_barlow(z1, z2), rtol=rtol)
-    np.testing.assert_allclose(losses.barlow_twins_loss(f32(z1), f32(z2), lambd=0.3),
-                               np_barlow(z1, z2, 0.3), rtol=rtol)
-    np.testing.assert_allclose(losses.vicreg_loss(f32(z1), f32(z2)), np_vicreg(z1, z2), rtol=rtol)
-    np.testing.assert_allclose(losses.vicreg_loss(f32(z1), f32(z2), 1.0, 2.0, 3.0),
-                               np_vicreg(z1, z2, 1.0, 2.0, 3.0), rtol=rtol)
-    np.testing.assert_allclose(losses.nt_xent_loss(f32(z1), f32(z2)), np_nt_xent(z1, z2), rtol=rtol)
-    np.testing.assert_allclose(losses.nt_xent_loss(f32(z1), f32(z2), 0.5),
-                               np_nt_xent(z1, z2, 0.5), rtol=rtol)
-    np.testing.assert_allclose(losses.byol_loss(f32(z1), f32(z2)), np_byol(z1, z2), rtol=rtol, atol=1e-6)
+    z1_, z2_ = (jnp.asarray(a, jnp.float32) for a in (z1, z2))
     queue = np.random.default_rng(seed + 10).normal(size=(7, z1.shape[1]))
-    np.testing.assert_allclose(losses.moco_loss(f32(z1), f32(z2), f32(queue)),
-                               np_moco(z1, z2, queue), rtol=rtol)
-    np.testing.assert_allclose(losses.moco_loss(f32(z1), f32(z2), f32(queue), 0.07),
-                               np_moco(z1, z2, queue, 0.07), rtol=rtol)
+    q_ = jnp.asarray(queue, jnp.float32)
+    rtol = 1e-4
+    cases = [(losses.barlow_twins_loss, (), np_barlow(z1, z2)),
+             (losses.barlow_twins_loss, (0.3,), np_barlow(z1, z2, 0.3)),
+             (losses.vicreg_loss, (), np_vicreg(z1, z2)),
+             (losses.vicreg_loss, (1.0, 2.0, 3.0), np_vicreg(z1, z2, 1.0, 2.0, 3.0)),
+             (losses.nt_xent_loss, (), np_nt_xent(z1, z2)), (losses.nt_xent_loss, (0.5,), np_nt_xent(z1, z2, 0.5))]
+    for loss, args, want in cases:
+        np.testing.assert_allclose(_compiled(loss, *args)(z1_, z2_), want, rtol=rtol, err_msg=f"{loss.__name__}{args}")
+    np.testing.assert_allclose(_compiled(losses.byol_loss)(z1_, z2_), np_byol(z1, z2), rtol=rtol, atol=1e-6)
+    np.testing.assert_allclose(_compiled(losses.moco_loss)(z1_, z2_, q_), np_moco(z1, z2, queue), rtol=rtol)
+    np.testing.assert_allclose(_compiled(losses.moco_loss, 0.07)(z1_, z2_, q_), np_moco(z1, z2, queue, 0.07), rtol=rtol)
 
 
 def test_vicreg_small_variance_activates_hinge():

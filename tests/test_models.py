@@ -317,7 +317,7 @@ def test_mlp_shapes_and_bn_layout():
     assert set(v["params"]) == {"dense_0", "bn_0", "dense_1", "bn_1", "dense_out"}
     assert "bias" not in v["params"]["dense_0"] and "bias" not in v["params"]["dense_out"]
     assert set(v["batch_stats"]) == {"bn_0", "bn_1", "bn_out"}
-    out, _ = m.apply(v, x, train=True, mutable=["batch_stats"])
+    out, _ = jax.jit(lambda v, x: m.apply(v, x, train=True, mutable=["batch_stats"]))(v, x)
     assert out.shape == (6, 8) and out.dtype == jnp.float32
     # the affine-free last BN standardises each output dimension over the batch
     np.testing.assert_allclose(np.asarray(out).mean(0), 0, atol=1e-5)
@@ -387,6 +387,10 @@ def test_max_pool_gradient_splits_ties_evenly(h, w):
                     winners = [(r, q) for r, q in win if x[n, r, q, c] == top]
                     for r, q in winners:
                         want[n, r, q, c] += g[n, i, j, c] / len(winners)
-    y, vjp = jax.vjp(lambda x: max_pool_3x3_s2(x, "reshape"), jnp.asarray(x))
-    np.testing.assert_array_equal(y, nn.max_pool(jnp.asarray(x), (3, 3), (2, 2), ((1, 1), (1, 1))))
-    np.testing.assert_allclose(vjp(jnp.asarray(g))[0], want, rtol=1e-6, atol=1e-6)
+    @jax.jit  # one program, not ~40 op-by-op compiles
+    def pool_and_grad(x, g):
+        y, vjp = jax.vjp(lambda x: max_pool_3x3_s2(x, "reshape"), x)
+        return y, vjp(g)[0], nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
+    y, grad, y_ref = pool_and_grad(jnp.asarray(x), jnp.asarray(g))
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_allclose(grad, want, rtol=1e-6, atol=1e-6)

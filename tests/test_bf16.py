@@ -40,20 +40,19 @@ from test_methods_helpers import SMALL_SIZE, SMALL_STEPS, quick_state, small_bat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SSL_METHODS = ("barlowtwins", "vicreg", "simclr", "byol", "moco", "autoencoder", "inpainting")
-STEPS, SIZE = SMALL_STEPS, SMALL_SIZE  # batch 8: test_methods_helpers.small_step
 STEP0_RTOL, MEAN_RTOL = 0.05, 0.05
 
 
 def _track(method_name: str, dtype: str, keys: tuple[int, ...] = (1,)):
     """Loss tracks of 20 steps from the same start, one per augmentation key, with one compiled step."""
-    _, method, tx, mesh, step = small_step(method_name, dtype)
-    start = quick_state(method, tx, size=SIZE)
+    method, tx, mesh, step = small_step(method_name, dtype)  # 16 px views, batch 8
+    start = quick_state(method, tx, size=SMALL_SIZE)
     tracks = []
     for key in keys:
         state = jax.device_put(start, mesh_lib.replicated(mesh))  # the step donates its input
         rng = np.random.default_rng(0)
         losses = []
-        for i in range(STEPS):
+        for i in range(SMALL_STEPS):
             state, metrics = step(state, mesh_lib.to_global(small_batch(rng, i), mesh), jax.random.key(key))
             assert metrics["loss"].dtype == jnp.float32, metrics["loss"].dtype
             losses.append(float(metrics["loss"]))
@@ -86,7 +85,7 @@ def _check(method_name: str):
     # bf16 is the compute dtype only: parameters, BN statistics and optimizer state stay float32.
     for part in ("params", "batch_stats", "opt_state"):
         assert _float_dtypes(getattr(state, part)) <= {"float32"}, (part, _float_dtypes(getattr(state, part)))
-    assert int(state.step) == STEPS
+    assert int(state.step) == SMALL_STEPS
 
 
 def test_bf16_trains_and_tracks_float32():

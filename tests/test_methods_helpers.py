@@ -114,18 +114,19 @@ SMALL_BATCH, SMALL_SIZE, SMALL_STEPS = 8, 16, 20
 
 @functools.lru_cache(maxsize=None)
 def small_step(method_name: str, dtype: str = "float32"):
-    """(cfg, method, tx, mesh, jitted step) of ``method_name``'s tiny config at the small shape above."""
+    """(method, tx, mesh, jitted step) of ``method_name``'s tiny config at the small shape above."""
     from fetal_ssl_jax.methods import registry
     from fetal_ssl_jax.train import mesh as mesh_lib, step as step_lib
     from fetal_ssl_jax.train.optimizers import make_optimizer
-    cfg = configuration.load(os.path.join(ROOT, "configs", f"{method_name}.py:tiny"), [f"--config.model.dtype={dtype}"])
+    cfg = configuration.load(os.path.join(ROOT, "configs", f"{method_name}.py:tiny"),
+                             [f"--config.model.dtype={dtype}"])
     cfg.data.image_size = SMALL_SIZE
     method = registry.get_method(cfg)
     tx, lr_fn = make_optimizer(cfg.optim, SMALL_BATCH, SMALL_STEPS)
     mesh = mesh_lib.make_mesh(1)
     compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
     step = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, cfg.aug, 0, compute), mesh)
-    return cfg, method, tx, mesh, step
+    return method, tx, mesh, step
 
 
 def small_batch(rng: np.random.Generator, i: int) -> dict[str, np.ndarray]:

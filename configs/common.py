@@ -58,7 +58,7 @@ def pretrain_base() -> ml_collections.ConfigDict:
         epochs=0.0,  # steps = 0 and epochs > 0: ceil(epochs x store frames / batch) steps (train/pretrain.py)
         log_every=10, ckpt_every=200, keep_checkpoints=2,
         rankme_every=50, progress=True, async_checkpoint=True,
-        debug_nan_step=-1,  # >=0: inject a NaN into the loss at this step (tests of the non-finite guard)
+        debug_nan_step=-1,  # >=0: a NaN put into the parameters before this step (tests of the non-finite guard)
         rankme_samples=2048,  # RankMe over the last this many embeddings, a few from each step (monitors.RankMeBuffer)
     ))
 

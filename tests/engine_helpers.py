@@ -14,6 +14,14 @@ from xla_env import xla_flags_with_devices
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The suite's tiny BarlowTwins run on 4 devices: test_engine_cli.py's CLI runs (12 steps) and test_monitor.py's
+# in-process runs (its first 6 steps). The overrides that change the compiled step (total steps: the LR
+# schedule; LR; RankMe's rows per step) are these, so both compile one program: whichever runs second loads it
+# from the suite's compilation cache (tests/conftest.py) instead of compiling it again (~7 CPU-s).
+TINY_BT_STEPS = 12
+TINY_BT_ARGS = [f"--config.train.steps={TINY_BT_STEPS}", "--config.optim.base_lr=0.02"]
+
+
 def env_with_devices(n: int) -> dict[str, str]:
     """The test session's environment (with its compilation cache, tests/conftest.py) for a CLI run on n fake
     CPU devices."""

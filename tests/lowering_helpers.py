@@ -97,8 +97,7 @@ def build_train_step(cfg: ml_collections.ConfigDict, mesh, global_batch: int, na
     rep, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
     batch = _batch(pretrain, global_batch, size, data)
     rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=rep)
-    step_fn = step_lib.make_step_fn(method, tx, lr_fn, cfg.get("aug"), embed_rows(cfg), dtype,
-                                    int(cfg.train.get("debug_nan_step", -1)))
+    step_fn = step_lib.make_step_fn(method, tx, lr_fn, cfg.get("aug"), embed_rows(cfg), dtype)
     grads_fn = step_lib.make_grads_fn(method, cfg.get("aug"), dtype)
 
     def forward(state, batch, rng):  # the loss and the new BatchNorm statistics; XLA drops the unused backward

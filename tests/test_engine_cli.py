@@ -13,8 +13,8 @@ import pytest
 from fetal_ssl_jax import configuration
 from fetal_ssl_jax.kernels import onednn
 
-from engine_helpers import (ROOT, encoder_leaves, env_with_devices, free_port, losses_by_step,
-                            run_launch)
+from engine_helpers import (ROOT, TINY_BT_ARGS, TINY_BT_STEPS, encoder_leaves, env_with_devices, free_port,
+                            losses_by_step, run_launch)
 
 # Device counts differ only by float re-association (~1e-7 in the first loss), which a tiny
 # BarlowTwins run (8-channel ResNet, batch 16) amplifies chaotically after ~8 steps even at a low
@@ -24,12 +24,12 @@ from engine_helpers import (ROOT, encoder_leaves, env_with_devices, free_port, l
 # over COMPARE_ONEDNN steps at 1e-5. XLA's convolutions drift later but by an amount that depends on the
 # CPU (AVX-512: 1e-7 through step 6; AVX2: 1e-7 through step 5, then 1.3e-4 at step 6), so they are
 # compared over COMPARE_XLA steps at 1e-5, one step short of the earliest divergence seen.
-STEPS = 12
+STEPS = TINY_BT_STEPS
 COMPARE_ONEDNN = 3
 COMPARE_XLA = 4
-ARGS = ["--config", os.path.join(ROOT, "configs/barlowtwins.py:tiny"), f"--config.train.steps={STEPS}",
+ARGS = ["--config", os.path.join(ROOT, "configs/barlowtwins.py:tiny"), *TINY_BT_ARGS,
         "--config.train.ckpt_every=4", "--config.train.log_every=1", "--config.train.progress=False",
-        "--config.train.async_checkpoint=False", "--config.optim.base_lr=0.02"]
+        "--config.train.async_checkpoint=False"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -117,8 +117,8 @@ def test_injected_nan_stops_with_message_then_another_seed_trains_another_run(ba
     """A NaN injected at step 6 stops the run with a message and keeps the last good checkpoint; the rerun
     continues from it to the end. Both runs use --config.seed=1, so the finished run is also the check that
     the seed changes the initialisation, augmentation and data order (runtime inputs: 4 devices as the
-    baseline, so only the step with the injected NaN is a new program; the rest load from the compilation
-    cache). Same seed, same run: tests/test_methods_resume.py."""
+    baseline, and the NaN is put into the state, not the step, so both runs load every program from the
+    compilation cache). Same seed, same run: tests/test_methods_resume.py."""
     wd = str(tmp_path)
     seeded = [*ARGS, "--workdir", wd, "--config.seed=1"]
     p = run_launch(["pretrain", *seeded, "--config.train.debug_nan_step=5"], devices=4, check=False)

@@ -79,8 +79,8 @@ def test_one_vs_four_devices_same_loss_and_grads(method_name, temporal_batch):
 def test_nonfinite_loss_leaves_state_untouched():
     """A non-finite loss skips the update: parameters, statistics, optimizer state and step stay as they were.
     The NaN comes from one poisoned weight of the projector head's last layer, through the suite's small
-    BarlowTwins step (test_methods_helpers.small_step, compiled once for this and test_bf16.py); the step's own
-    NaN injection (``train.debug_nan_step``) is the CLI test's (test_engine_cli.py)."""
+    BarlowTwins step (test_methods_helpers.small_step, compiled once for this and test_bf16.py); the loop's NaN
+    injection (``train.debug_nan_step``, a NaN parameter) is the CLI test's (test_engine_cli.py)."""
     method, tx, mesh, step = small_step("barlowtwins")
     host = quick_state(method, tx, size=SMALL_SIZE)
     kernel = np.array(host.params["head"]["dense_out"]["kernel"])

@@ -13,6 +13,8 @@ from fetal_ssl_jax import configuration, monitors
 from fetal_ssl_jax.evaluate import monitor as knn_monitor
 from fetal_ssl_jax.train.pretrain import pretrain
 
+from engine_helpers import TINY_BT_ARGS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -83,23 +85,24 @@ def _rows(workdir):
 
 @pytest.mark.slow
 def test_knn_monitor_logs_and_leaves_training_unchanged(labelled_store, tmp_path):
-    """Tiny BarlowTwins, 6 steps: with the kNN monitor every 3 steps (run stopped after step 4 and resumed) the
-    final parameters equal those of a run without it; knn_val_f1 is logged at steps 3 and 6; RankMe over the
-    accumulated 48 projector rows exceeds the 16-row batch."""
-    base = ["--config.train.rankme_samples=48", "--config.train.ckpt_every=3"]
+    """Tiny BarlowTwins, the first 6 of the CLI tests' 12 steps (engine_helpers.TINY_BT_ARGS: the same compiled
+    step): with the kNN monitor every 3 steps (run stopped after step 4 and resumed) the parameters at step 6
+    equal those of a run without it; knn_val_f1 is logged at steps 3 and 6; RankMe over the accumulated 32
+    projector rows (11 a step) exceeds the 16-row batch."""
+    base = [*TINY_BT_ARGS, "--config.train.ckpt_every=3"]
 
     def cfg(extra):
         return configuration.load(os.path.join(ROOT, "configs", "barlowtwins.py:tiny"), base + extra)
 
-    off = pretrain(cfg([]), str(tmp_path / "off"))
+    off = pretrain(cfg([]), str(tmp_path / "off"), stop_after=6)
     on_dir = str(tmp_path / "on")
     on_args = ["--config.monitor.every=3", f"--config.monitor.labelled_store={labelled_store}",
                "--config.monitor.max_train=60", "--config.monitor.max_val=40", "--config.monitor.batch_size=32"]
     with pytest.raises(ValueError, match="no monitors"):
         pretrain(cfg(on_args), on_dir)
     pretrain(cfg(on_args), on_dir, stop_after=4, make_monitors=knn_monitor.make_monitors)
-    on = pretrain(cfg(on_args), on_dir, make_monitors=knn_monitor.make_monitors)  # resumed from step 3
-    assert on.resumed_from == 3
+    on = pretrain(cfg(on_args), on_dir, stop_after=6, make_monitors=knn_monitor.make_monitors)  # resumed from 3
+    assert on.resumed_from == 3 and off.step == on.step == 6
     for a, b in zip(jax.tree.leaves(jax.device_get(off.state.params)), jax.tree.leaves(jax.device_get(on.state.params))):
         np.testing.assert_array_equal(a, b)
 

@@ -28,6 +28,7 @@ from fetal_ssl_jax.train import step as step_lib
 from fetal_ssl_jax.train.checkpointing import Checkpointer
 from fetal_ssl_jax.train.logging_utils import RunLogger
 from fetal_ssl_jax.train.optimizers import make_optimizer
+from fetal_ssl_jax.train.state import TrainState
 from fetal_ssl_jax.workdir_lock import WorkdirLock
 
 
@@ -140,8 +141,8 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
             start = 0
         cfg_json = json.loads(cfg.to_json_best_effort())
 
-        step_fn = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, aug_cfg, rows, dtype,
-                                                        int(cfg.train.get('debug_nan_step', -1))), mesh)
+        step_fn = step_lib.jit_step(step_lib.make_step_fn(method, tx, lr_fn, aug_cfg, rows, dtype), mesh)
+        nan_step = int(cfg.train.get("debug_nan_step", -1))
         step_rng = jax.random.fold_in(root, 1)
         logger = RunLogger(workdir, total_steps, start, progress=progress, desc=desc)
         t0 = time.time()
@@ -152,6 +153,8 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
         try:
             for step in range(start, end):
                 batch = mesh_lib.to_global(next(data_iter), mesh)
+                if step == nan_step:
+                    state = _poison(state)
                 state, metrics = step_fn(state, batch, step_rng)
                 proj, feat = metrics.pop(step_lib.EMBED_PROJ, None), metrics.pop(step_lib.EMBED_FEAT, None)
                 if pending is not None:
@@ -162,6 +165,7 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
                 if rank_buffer is not None and proj is not None:
                     rank_buffer.add(proj, feat)
                     if done % rankme_every == 0:
+                        _check(*pending)  # a non-finite step stops with the guard's message, not in RankMe's SVD
                         metrics.update(rank_buffer.compute())
                 extra = {}
                 for monitor in monitors:
@@ -197,6 +201,14 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
         logger.close()
         return LoopResult(state=state, step=end, last_metrics=last, wall_time=time.time() - t0,
                           resumed_from=latest)
+
+
+def _poison(state: TrainState) -> TrainState:
+    """``train.debug_nan_step``: NaN parameters before that step, as in a diverged run, for tests of the
+    non-finite guard. Put into the state, not into the step, so that the step is the run's own compiled program
+    (a NaN switch inside the step made another program: one more step compile per test run). Every parameter,
+    not one: a single NaN weight need not reach the loss (a ReLU or max-pool can drop it)."""
+    return state.replace(params=jax.jit(lambda p: jax.tree.map(lambda x: x * jnp.nan, p))(state.params))
 
 
 def _check(step: int, metrics: dict[str, Any]) -> None:

@@ -71,8 +71,8 @@ def _grad_norms(grads: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
     return jnp.sqrt(total), {f"grad_norm/{k}": jnp.sqrt(v) for k, v in squares.items()}
 
 
-def make_grads_fn(method: Method, aug_cfg: ml_collections.ConfigDict | None, compute_dtype: Any = jnp.float32,
-                  debug_nan_step: int = -1) -> Callable:
+def make_grads_fn(method: Method, aug_cfg: ml_collections.ConfigDict | None, compute_dtype: Any = jnp.float32
+                  ) -> Callable:
     """(state, batch, rng) -> ((loss, LossOutput), grads): the step before the update."""
 
     def grads_fn(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
@@ -86,8 +86,6 @@ def make_grads_fn(method: Method, aug_cfg: ml_collections.ConfigDict | None, com
         def loss_fn(params):
             out = method.loss(params, state.batch_stats, state.extra, inputs, k_loss, state.step)
             loss = out.loss.astype(jnp.float32)
-            if debug_nan_step >= 0:
-                loss = loss * jnp.where(state.step == debug_nan_step, jnp.nan, 1.0)
             return loss, out._replace(loss=loss)
 
         return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -97,14 +95,14 @@ def make_grads_fn(method: Method, aug_cfg: ml_collections.ConfigDict | None, com
 
 def make_step_fn(method: Method, tx: optax.GradientTransformation, lr_fn: Callable,
                  aug_cfg: ml_collections.ConfigDict | None, embed_rows: int = 0,
-                 compute_dtype: Any = jnp.float32, debug_nan_step: int = -1) -> Callable:
+                 compute_dtype: Any = jnp.float32) -> Callable:
     """The un-jitted pure step (jit it with ``jit_step``).
 
     ``embed_rows`` > 0: the metrics also hold the first ``embed_rows`` rows of view 1's projector output
     (``EMBED_PROJ``) and backbone features (``EMBED_FEAT``), float32, for the loop's RankMe over an
     accumulated set (``monitors.RankMeBuffer``); the loop takes them out before logging.
     """
-    grads_fn = make_grads_fn(method, aug_cfg, compute_dtype, debug_nan_step)
+    grads_fn = make_grads_fn(method, aug_cfg, compute_dtype)
 
     def step_fn(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
         (loss, out), grads = grads_fn(state, batch, rng)

@@ -23,10 +23,13 @@ endif
 
 .PHONY: venv demo test test-extended test-fast test-xla test-nokernel test-avx2 test-conv-paths bench bench-accelerator clean-venv
 
-$(STAMP): $(REQS)
+# install_requirements.py: uv where it can (~5 s instead of pip's ~30 s), pip otherwise or with
+# FETAL_SSL_JAX_INSTALLER=pip; the same pinned versions either way, pip's index settings honoured.
+INSTALL  := $(PYTHON) install_requirements.py $(PY)
+
+$(STAMP): $(REQS) install_requirements.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(addprefix -r ,$(REQS))
+	$(INSTALL) $(addprefix -r ,$(REQS))
 ifeq ($(PLATFORM),cpu)
 	$(PY) -m fetal_ssl_jax.kernels.onednn   # CPU convolution kernel (optional: falls back to XLA's)
 endif
@@ -36,7 +39,7 @@ venv: $(STAMP)   # `make venv PLATFORM=cuda`: the environment alone (what the em
 
 # Test-only packages (validating emitted Kubernetes/SkyPilot files), on top of the platform set.
 $(TEST_STAMP): $(STAMP) requirements-test.txt
-	$(PY) -m pip install -q -r requirements-test.txt
+	$(INSTALL) -r requirements-test.txt
 	touch $(TEST_STAMP)
 
 demo: $(STAMP)

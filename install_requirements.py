@@ -9,10 +9,11 @@ which the emitted cloud jobs run). Why: on a fresh clone pip spent ~40 s of `mak
 ~5 s (parallel downloads, no up-front bytecode compilation). The versions are the same either way: every
 requirement file is fully pinned (tests/test_requirements.py).
 
-pip's own settings still apply. The index, extra indexes, find-links, constraint files and CA bundle set for pip
-(pip.conf or PIP_* variables, as ``pip config list`` shows them) are passed on to uv, so a mirror set up for
-pip (a hospital's package proxy) serves uv too, and where a package is on several indexes the best version wins,
-as with pip. A location pip would skip (a missing folder or file:// index) is skipped. Whatever uv cannot do (no
+pip's own settings still apply. The index (or no index), extra indexes, find-links, constraint files, trusted
+hosts and CA bundle set for pip (pip.conf or PIP_* variables, as ``pip config list`` shows them) are passed on
+to uv, so a mirror or an offline wheelhouse set up for pip (a hospital's package proxy) serves uv too, and
+where a package is on several indexes the best version wins, as with pip. A location pip would skip (a missing
+folder or file:// index) is skipped. Whatever uv cannot do (no
 uv wheel for the platform, a proxy or index it rejects) falls back to pip, with a line saying so.
 ``FETAL_SSL_JAX_INSTALLER=pip`` uses pip alone.
 """
@@ -25,7 +26,9 @@ import sys
 import time
 
 UV = "uv==0.13.9"
-_LIST_KEYS = {"extra-index-url": "--extra-index-url", "find-links": "--find-links", "constraint": "--constraint"}
+_LIST_KEYS = {"extra-index-url": "--extra-index-url", "find-links": "--find-links", "constraint": "--constraint",
+              "trusted-host": "--allow-insecure-host"}
+_TRUE = ("1", "true", "yes", "on")
 
 
 def pip_settings(python: str) -> dict[str, list[str]]:
@@ -40,13 +43,13 @@ def pip_settings(python: str) -> dict[str, list[str]]:
     lines = [line.partition("=") for line in out.splitlines()]
     for key, sep, value in sorted(lines, key=lambda kv: rank.get(kv[0].rsplit(".", 1)[0], 0)):
         name = key.rsplit(".", 1)[-1]
-        if sep and name in ("index-url", "cert", *_LIST_KEYS):
+        if sep and name in ("index-url", "no-index", "cert", *_LIST_KEYS):
             settings[name] = shlex.split(value.strip().strip("'\""))
     return settings
 
 
 def _reachable(location: str) -> bool:
-    """A local index, folder or file that exists, or any remote URL (pip skips a missing local one)."""
+    """A local index, folder or file that exists, or a remote URL (pip skips a missing local one)."""
     if location.startswith("file://"):
         return os.path.exists(location[len("file://"):])
     return "://" in location or os.path.exists(location)
@@ -55,11 +58,13 @@ def _reachable(location: str) -> bool:
 def uv_args(settings: dict[str, list[str]]) -> list[str]:
     """uv pip install options equivalent to pip's settings."""
     args = ["--index-strategy", "unsafe-best-match"]  # pip's rule: the best version over all indexes
+    if settings.get("no-index", ["0"])[0].lower() in _TRUE:  # an offline wheelhouse (find-links) only
+        args.append("--no-index")
     for url in settings.get("index-url", [])[:1]:
         args += ["--index-url", url]
     for name, flag in _LIST_KEYS.items():
         for location in settings.get(name, []):
-            if _reachable(location):
+            if name == "trusted-host" or _reachable(location):
                 args += [flag, location]
     return args
 

@@ -1,8 +1,6 @@
 """Evaluation maths: metrics vs scikit-learn, class weights and nested fractions, kNN votes."""
 import numpy as np
 import pytest
-from sklearn import metrics as skm
-from sklearn.utils.class_weight import compute_class_weight
 
 from fetal_ssl_jax.evaluate import metrics
 from fetal_ssl_jax.evaluate.knn import knn_predict
@@ -21,6 +19,7 @@ def tiny_store(tmp_path_factory):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_metrics_match_sklearn(seed):
+    from sklearn import metrics as skm  # here, not at the top: importing sklearn costs ~1.3 s in each worker
     rng = np.random.default_rng(seed)
     y = rng.choice(5, 200, p=[0.4, 0.2, 0.2, 0.15, 0.05])
     pred = np.where(rng.random(200) < 0.6, y, rng.integers(0, 5, 200))
@@ -41,6 +40,7 @@ def test_metrics_match_sklearn(seed):
 
 
 def test_class_weights_are_sklearn_balanced_on_present_classes():
+    from sklearn.utils.class_weight import compute_class_weight
     y = np.array([0] * 10 + [1] * 3 + [3] * 2)
     w = metrics.class_weights(y, 5)
     present = np.unique(y)

@@ -32,7 +32,8 @@ _TRUE = ("1", "true", "yes", "on")
 
 
 def pip_settings(python: str) -> dict[str, list[str]]:
-    """pip's effective index-url, extra-index-url, find-links, constraint and cert (files, then PIP_* variables)."""
+    """pip's effective index-url, no-index, extra-index-url, find-links, constraint, trusted-host and cert (files,
+    then PIP_* variables)."""
     try:
         out = subprocess.run([python, "-m", "pip", "config", "list"], capture_output=True, text=True,
                              check=True).stdout

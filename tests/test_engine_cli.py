@@ -114,13 +114,15 @@ def test_emitted_two_process_job_matches_one_process_four_devices(baseline, fram
 
 
 def test_injected_nan_stops_with_message_then_another_seed_trains_another_run(baseline, tmp_path):
-    """A NaN injected at step 6 stops the run with a message and keeps the last good checkpoint; the rerun
+    """A NaN injected at step 6 stops the run with a message and keeps the last good checkpoint (step 6 is also a
+    RankMe step of the tiny config: the guard must stop it before RankMe's SVD meets the NaN embeddings); the rerun
     continues from it to the end. Both runs use --config.seed=1, so the finished run is also the check that
     the seed changes the initialisation, augmentation and data order (runtime inputs: 4 devices as the
     baseline, and the NaN is put into the state, not the step, so both runs load every program from the
     compilation cache). Same seed, same run: tests/test_methods_resume.py."""
     wd = str(tmp_path)
     seeded = [*ARGS, "--workdir", wd, "--config.seed=1"]
+    assert 6 % int(configuration.load(ARGS[1]).train.rankme_every) == 0  # the NaN step is a RankMe step
     p = run_launch(["pretrain", *seeded, "--config.train.debug_nan_step=5"], devices=4, check=False)
     assert p.returncode == 3, p.stderr[-3000:]
     assert "non-finite values at step 6" in p.stderr and "loss" in p.stderr

@@ -166,14 +166,16 @@ def train_loop(cfg: ml_collections.ConfigDict, workdir: str, method: Method, mak
                     rank_buffer.add(proj, feat)
                     if done % rankme_every == 0:
                         _check(*pending)  # a non-finite step stops with the guard's message, not in RankMe's SVD
+                        pending = None
                         metrics.update(rank_buffer.compute())
                 extra = {}
                 for monitor in monitors:
                     extra.update(monitor(done, state) or {})
                 metrics.update(extra)
                 if extra or should_log(done, end, log_every, rankme_every):
-                    _check(*pending)
-                    pending = None
+                    if pending is not None:
+                        _check(*pending)
+                        pending = None
                     last = logger.log(done, metrics, global_batch)
                 for hook in hooks:
                     hook(done, state, metrics)
